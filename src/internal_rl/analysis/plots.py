@@ -1,0 +1,69 @@
+"""Plots written by the phases (matplotlib, Agg backend, PNG files)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_probes(res: dict, path: str | Path) -> None:
+    """Probe accuracy by layer (train and held-out) with the majority-class baseline."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(res["layers"], res["train_accuracy"], "o-", label="train")
+    ax.plot(res["layers"], res["test_accuracy"], "s-", label="held-out")
+    ax.axhline(res["majority_baseline"], color="grey", ls="--", label="majority class")
+    ax.set_xlabel("layer (0 = embedding)")
+    ax.set_ylabel("subgoal probe accuracy")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_controllers(res: dict, path: str | Path) -> None:
+    """Ground-truth controller success by control layer (post-training and pretraining tasks)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    ax.plot(res["layers"], res["post_task_success"], "o-", label="post-training task")
+    ax.plot(res["layers"], res["pretrain_task_success"], "s-", label="pretraining tasks")
+    ax.axhline(res["base_post_task_success"], color="grey", ls="--", label="no controller (post task)")
+    ax.set_xlabel("control layer")
+    ax.set_ylabel("success rate")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_switching(arrays: dict, path: str | Path, episodes: int = 6) -> None:
+    """β_t over time for a few episodes, background coloured by the ground-truth subgoal (paper Fig. A3)."""
+    plt = _plt()
+    beta, subgoals, mask = arrays["beta"], arrays["subgoals"], arrays["mask"]
+    n = min(episodes, beta.shape[0])
+    colours = ["tab:red", "tab:blue", "tab:green", "tab:purple", "tab:orange", "tab:brown", "tab:pink", "tab:olive"]
+    fig, axes = plt.subplots(n, 1, figsize=(7, 1.1 * n + 0.6), sharex=True, squeeze=False)
+    for i in range(n):
+        ax = axes[i, 0]
+        L = int(mask[i].sum())
+        for t in range(L):
+            g = int(subgoals[i, t])
+            if g >= 0:
+                ax.axvspan(t - 0.5, t + 0.5, color=colours[g % len(colours)], alpha=0.25, lw=0)
+        ax.plot(range(L), beta[i, :L], "k.-", lw=1, ms=3)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_ylabel("β", rotation=0)
+    axes[-1, 0].set_xlabel("step t (background: ground-truth subgoal)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,131 @@
+"""`internal-rl <phase> [--preset smoke|quick|paper] [--field value ...]`: one subcommand per phase.
+
+Each phase's options are generated from its config dataclass (tyro); `--preset` picks the defaults
+that the other flags then override. `internal-rl <phase> --help` lists every option.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable
+
+from internal_rl.experiments import presets
+
+USAGE = """usage: internal-rl <command> [--preset smoke|quick|paper] [options]
+
+commands:
+  demo         data → pretrain → probe in one folder (--out DIR, --preset)
+  data         generate expert datasets D and D* for gridworld-pinpad
+  pretrain     train the base sequence model
+  probe        linear subgoal probes on every layer
+  controllers  ground-truth controllers per layer, evaluated on the post-training task
+  discover     train the metacontroller (self-supervised discovery of abstract actions)
+  rl           RL on the post-training task: --method internal|raw|beta1|cotrained
+
+common options: --preset (default quick), --root DIR (run folders DIR/data, DIR/pretrain, ...)
+
+run `internal-rl <command> --help` for the options of a command.
+"""
+
+
+def _pop_flag(args: list[str], name: str, default: str) -> tuple[str, list[str]]:
+    """Remove `--name value` (or `--name=value`) from args; return (value, remaining args)."""
+    rest, value, i = [], default, 0
+    while i < len(args):
+        a = args[i]
+        if a == f"--{name}" and i + 1 < len(args):
+            value = args[i + 1]
+            i += 2
+            continue
+        if a.startswith(f"--{name}="):
+            value = a.split("=", 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    return value, rest
+
+
+def _phase(cls_default: Callable[[str, str], object], run: Callable, args: list[str], prog: str):
+    import tyro
+
+    preset, args = _pop_flag(args, "preset", "quick")
+    root, args = _pop_flag(args, "root", "runs/demo")
+    default = cls_default(preset, root)
+    cfg = tyro.cli(type(default), default=default, args=args, prog=f"internal-rl {prog}")
+    return run(cfg)
+
+
+def _defaults(cmd: str, preset: str, root: str):
+    """Default config of phase `cmd` at `preset`, reading and writing run folders under `root`."""
+    data, model = f"{root}/data", f"{root}/pretrain"
+    if cmd == "data":
+        return presets.data_config(preset, data)
+    if cmd == "pretrain":
+        return presets.pretrain_config(preset, data, model)
+    if cmd == "probe":
+        return presets.probe_config(preset, model, data, f"{root}/probe")
+    if cmd == "controllers":
+        return presets.controllers_config(preset, model, data, f"{root}/controllers")
+    if cmd == "discover":
+        return presets.discover_config(preset, model, data, f"{root}/discover")
+    if cmd == "rl":
+        return presets.rl_config(preset, model, f"{root}/discover", f"{root}/rl")
+    raise KeyError(cmd)
+
+
+def _runner(cmd: str) -> Callable:
+    """The run function of phase `cmd` (imported lazily so `--help` stays fast)."""
+    import importlib
+
+    module = importlib.import_module(f"internal_rl.phases.{cmd}")
+    return getattr(module, f"run_{cmd}")
+
+
+PHASES = ("data", "pretrain", "probe", "controllers", "discover", "rl")
+
+
+def demo(args: list[str]) -> dict:
+    """data → pretrain → probe at a preset, all under --out (default runs/demo)."""
+    from internal_rl.phases.data import run_data
+    from internal_rl.phases.pretrain import run_pretrain
+    from internal_rl.phases.probe import run_probe
+
+    preset, args = _pop_flag(args, "preset", "quick")
+    out, args = _pop_flag(args, "out", "runs/demo")
+    threads, args = _pop_flag(args, "threads", "0")
+    if args:
+        raise SystemExit(f"demo: unknown arguments {args}; use the per-phase commands for fine control")
+    root = Path(out)
+    dcfg = presets.data_config(preset, str(root / "data"))
+    if not (root / "data" / "data_stats.json").exists():
+        run_data(dcfg)
+    pcfg = presets.pretrain_config(preset, str(root / "data"), str(root / "pretrain"))
+    pcfg.threads = int(threads)
+    res = run_pretrain(pcfg)
+    probe = run_probe(presets.probe_config(preset, str(root / "pretrain"), str(root / "data"), str(root / "probe")))
+    print(f"\nheld-out action NLL {res['heldout_action_nll']:.3f} nats/step "
+          f"(expert entropy floor {res['expert_entropy_nats']})")
+    print("probe accuracy by layer (held-out): " + ", ".join(f"{a:.2f}" for a in probe["test_accuracy"]))
+    print(f"results written under {root.resolve()}")
+    return {"pretrain": res, "probe": probe}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    cmd, rest = argv[0], argv[1:]
+    if cmd == "demo":
+        demo(rest)
+        return
+    if cmd in PHASES:
+        _phase(lambda preset, root: _defaults(cmd, preset, root), _runner(cmd), rest, cmd)
+    else:
+        print(USAGE, file=sys.stderr)
+        raise SystemExit(f"unknown command {cmd!r}")
+
+
+if __name__ == "__main__":
+    main()

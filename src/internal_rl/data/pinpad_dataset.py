@@ -1,0 +1,101 @@
+"""Expert demonstrations on gridworld-pinpad: the paper's datasets D (ε-noisy expert) and D* (ε=0).
+
+Both are ``generate_pinpad`` calls: episodes are rolled out in batches with ``BatchedPinPad`` and
+``ShortestPathExpert`` and stored as ``Trajectories`` with bit-packed observations.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from internal_rl.data.trajectories import Trajectories
+from internal_rl.envs.pinpad import PRETRAINING_TASKS, BatchedPinPad, PinPadConfig, parse_task
+from internal_rl.experts.pinpad_expert import ShortestPathExpert
+
+
+def generate_pinpad(num_episodes: int, eps: float = 0.0, tasks: Sequence[str] | None = None, seed: int = 0,
+                    batch_size: int = 4096, progress: bool = True,
+                    config: PinPadConfig | None = None) -> Trajectories:
+    """Roll out the (ε-noisy) shortest-path expert for ``num_episodes`` episodes and return them.
+
+    ``tasks``: the task strings to draw from uniformly per episode (default: the 16 pretraining
+    tasks). Every episode is kept (including the rare ε-noisy ones that time out); the returned
+    ``meta`` records env, eps, seed, config and the success rate.
+    """
+    if num_episodes < 1:
+        raise ValueError(f"num_episodes must be >= 1, got {num_episodes}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    cfg = config if config is not None else PinPadConfig()
+    task_pool = list(PRETRAINING_TASKS if tasks is None else tasks)
+    if not task_pool:
+        raise ValueError("tasks must not be empty")
+    for t in task_pool:
+        parse_task(t, cfg.n_colors)
+    seeds = np.random.SeedSequence(seed).spawn(2)
+    env_rng, expert_rng = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1])
+    expert = ShortestPathExpert(eps)
+    t_cap = cfg.max_steps
+    chunks = []  # per batch: (packed obs, actions, lengths, subgoals, tasks, success)
+    env: BatchedPinPad | None = None
+    bar = tqdm(total=num_episodes, desc=f"pinpad eps={eps}", unit="ep", disable=not progress)
+    done_eps = 0
+    while done_eps < num_episodes:
+        n = min(batch_size, num_episodes - done_eps)
+        if env is None or env.num_envs != n:
+            env = BatchedPinPad(n, cfg, copy_obs=False)
+        env.rng = env_rng
+        batch_tasks = [task_pool[i] for i in env_rng.integers(len(task_pool), size=n)]
+        obs = env.reset(batch_tasks)
+        packed = np.zeros((n, t_cap + 1, (cfg.obs_dim + 7) // 8), dtype=np.uint8)
+        actions = np.zeros((n, t_cap), dtype=np.int64)
+        subgoals = np.full((n, t_cap), -1, dtype=np.int64)
+        lengths = np.zeros(n, dtype=np.int64)
+        packed[:, 0] = np.packbits(obs != 0, axis=-1)
+        for t in range(t_cap):
+            live = np.flatnonzero(~env.done)
+            if live.size == 0:
+                break
+            a = expert.act(env, expert_rng)
+            subgoals[live, t] = env.subgoal[live]
+            actions[live, t] = a[live]
+            obs, *_ = env.step(a)
+            packed[live, t + 1] = np.packbits(obs[live] != 0, axis=-1)
+            lengths[live] += 1
+        l_max = int(lengths.max())
+        chunks.append((packed[:, : l_max + 1], actions[:, :l_max], lengths, subgoals[:, :l_max], batch_tasks,
+                       env.success.copy()))
+        done_eps += n
+        bar.update(n)
+    bar.close()
+
+    l_max = max(c[2].max() for c in chunks)
+    n_total = sum(len(c[2]) for c in chunks)
+    obs_all = np.zeros((n_total, l_max + 1, chunks[0][0].shape[-1]), dtype=np.uint8)
+    actions_all = np.zeros((n_total, l_max), dtype=np.int64)
+    subgoals_all = np.full((n_total, l_max), -1, dtype=np.int64)
+    start = 0
+    for c_obs, c_act, c_len, c_sub, _, _ in chunks:
+        stop = start + len(c_len)
+        obs_all[start:stop, : c_obs.shape[1]] = c_obs
+        actions_all[start:stop, : c_act.shape[1]] = c_act
+        subgoals_all[start:stop, : c_sub.shape[1]] = c_sub
+        start = stop
+    lengths_all = np.concatenate([c[2] for c in chunks])
+    tasks_all = [t for c in chunks for t in c[4]]
+    success = np.concatenate([c[5] for c in chunks])
+    meta = {
+        "env": "internal_rl/GridPinPad-v0",
+        "expert": "ShortestPathExpert",
+        "eps": float(eps),
+        "seed": seed,
+        "config": dataclasses.asdict(cfg),
+        "task_pool": task_pool,
+        "success_rate": float(success.mean()),
+    }
+    return Trajectories(obs_all, actions_all, lengths_all, subgoals_all, tasks_all, obs_dim=cfg.obs_dim,
+                        obs_encoding="packbits", meta=meta)

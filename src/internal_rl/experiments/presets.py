@@ -1,0 +1,102 @@
+"""Named configurations: `smoke` (seconds, for tests), `quick` (minutes on 2 CPU cores), `paper` (GPU).
+
+Each function returns the default config of one phase for a preset; the CLI then applies any
+command-line overrides on top. The `paper` preset carries the paper's hyperparameters
+(App. D, Tables A9 and A13); `quick` is the CPU recipe measured in docs/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+from internal_rl.models.sequence_model import SequenceModelConfig
+
+PRESETS = ("smoke", "quick", "paper")
+
+
+def check_preset(preset: str) -> None:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+
+
+def model_config(preset: str) -> SequenceModelConfig:
+    """Base-model architecture per preset."""
+    check_preset(preset)
+    if preset == "smoke":
+        return SequenceModelConfig(d_model=32, depth=2, n_heads=2, head_dim=16, mlp_hidden=64,
+                                   encoder="grid", prev_action_input=True)
+    if preset == "quick":
+        return SequenceModelConfig(d_model=128, depth=4, n_heads=4, head_dim=32, mlp_hidden=256,
+                                   encoder="grid", prev_action_input=True)
+    return SequenceModelConfig(d_model=256, depth=6, n_heads=4, head_dim=64, mlp_hidden=512)
+
+
+def data_config(preset: str, out: str):
+    from internal_rl.phases.data import DataConfig
+
+    check_preset(preset)
+    sizes = {"smoke": (300, 200), "quick": (20000, 5000), "paper": (600000, 100000)}[preset]
+    return DataConfig(out=out, num_episodes=sizes[0], num_episodes_star=sizes[1])
+
+
+def pretrain_config(preset: str, data: str, out: str):
+    from internal_rl.phases.pretrain import PretrainConfig
+
+    check_preset(preset)
+    model = model_config(preset)
+    if preset == "smoke":
+        return PretrainConfig(data=data, out=out, model=model, steps=30, batch_size=16, lr=1e-3,
+                              eval_every=30, eval_episodes=32, log_every=10, ckpt_every=30)
+    if preset == "quick":
+        return PretrainConfig(data=data, out=out, model=model, steps=3000, batch_size=64, lr=1e-3,
+                              lr_schedule="cosine", warmup_steps=100, obs_weight=0.01, eval_every=500)
+    return PretrainConfig(data=data, out=out, model=model, steps=256_000, batch_size=1024, lr=3e-4,
+                          weight_decay=0.03, obs_weight=0.01, eval_every=5000, ckpt_every=5000, grad_clip=0.0)
+
+
+def probe_config(preset: str, model: str, data: str, out: str):
+    from internal_rl.phases.probe import ProbeConfig
+
+    check_preset(preset)
+    steps = {"smoke": 20, "quick": 500, "paper": 8000}[preset]
+    episodes = {"smoke": 50, "quick": 2000, "paper": 10000}[preset]
+    return ProbeConfig(model=model, data=data, out=out, steps=steps, max_episodes=episodes)
+
+
+def controllers_config(preset: str, model: str, data: str, out: str):
+    from internal_rl.phases.controllers import ControllersConfig
+
+    check_preset(preset)
+    if preset == "smoke":
+        return ControllersConfig(model=model, data=data, out=out, steps=10, batch_size=16, eval_episodes=16)
+    if preset == "quick":
+        return ControllersConfig(model=model, data=data, out=out, steps=400, batch_size=128, eval_episodes=256)
+    return ControllersConfig(model=model, data=data, out=out, steps=3200, batch_size=512, eval_episodes=1024)
+
+
+def discover_config(preset: str, model: str, data: str, out: str, **overrides):
+    from internal_rl.phases.discover import DiscoverConfig
+
+    check_preset(preset)
+    if preset == "smoke":
+        cfg = DiscoverConfig(model=model, data=data, out=out, steps=10, batch_size=16, eval_episodes=20,
+                             log_every=5, ckpt_every=10)
+    elif preset == "quick":
+        cfg = DiscoverConfig(model=model, data=data, out=out, steps=1500, batch_size=64)
+    else:
+        cfg = DiscoverConfig(model=model, data=data, out=out, steps=64_000, batch_size=512, ckpt_every=2000,
+                             eval_episodes=2000)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def rl_config(preset: str, model: str, discover: str, out: str, method: str = "internal"):
+    from internal_rl.phases.rl import RLConfig
+
+    check_preset(preset)
+    if preset == "smoke":
+        return RLConfig(method=method, model=model, discover=discover, out=out, episodes=32, batch_size=16,
+                        eval_episodes=16, policy_width=32, minibatches=2)
+    if preset == "quick":
+        return RLConfig(method=method, model=model, discover=discover, out=out, episodes=8192, batch_size=256)
+    return RLConfig(method=method, model=model, discover=discover, out=out, episodes=1_000_000, batch_size=1024,
+                    lr=3e-5, minibatches=4)

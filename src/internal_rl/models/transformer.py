@@ -1,0 +1,118 @@
+"""Causal pre-norm transformer blocks with T5-style relative-position attention biases and a KV cache.
+
+This is the paper's gridworld backbone (App. D.1): pre-norm, relative-position biases with 32
+buckets, ReLU MLP, variance-scaling init with scale 0.1. Each block reads and writes the residual
+stream e; the sequence model (sequence_model.py) stacks them and exposes e after every layer.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+
+def variance_scaling_(weight: Tensor, scale: float) -> Tensor:
+    """Truncation-free variance scaling (fan-in): std = sqrt(scale / fan_in), as in JAX/Flax inits."""
+    fan_in = weight.shape[1]
+    with torch.no_grad():
+        return weight.normal_(0.0, math.sqrt(scale / fan_in))
+
+
+def relative_position_bucket(distance: Tensor, num_buckets: int = 32, max_distance: int = 128) -> Tensor:
+    """Map causal distances (query − key ≥ 0) to buckets: exact below num_buckets/2, log-spaced above.
+
+    Negative distances (future keys, masked anyway) share bucket 0.
+    """
+    distance = distance.clamp(min=0)
+    exact = num_buckets // 2
+    is_small = distance < exact
+    log_ratio = torch.log(distance.float().clamp(min=1) / exact) / math.log(max_distance / exact)
+    large = exact + (log_ratio * (num_buckets - exact)).long()
+    large = large.clamp(max=num_buckets - 1)
+    return torch.where(is_small, distance, large)
+
+
+@dataclass
+class KVCache:
+    """Keys and values of every layer for one-step inference; preallocated to `max_len` steps.
+
+    `length[l]` is how many positions layer l has cached, so the lower and upper parts of the
+    network can be advanced separately (the option-level environment needs that).
+    """
+
+    k: list[Tensor]
+    v: list[Tensor]
+    length: list[int]
+
+    @classmethod
+    def empty(cls, depth: int, batch: int, heads: int, head_dim: int, max_len: int, device, dtype) -> KVCache:
+        shape = (batch, heads, max_len, head_dim)
+        return cls(
+            k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],
+            v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],
+            length=[0] * depth,
+        )
+
+    def index_select(self, idx: Tensor) -> KVCache:
+        """Keep only the batch rows in `idx` (e.g. to drop finished episodes)."""
+        return KVCache([k[idx] for k in self.k], [v[idx] for v in self.v], list(self.length))
+
+
+class Attention(nn.Module):
+    """Multi-head causal self-attention with a learned per-head relative-position bias."""
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int, num_buckets: int, max_distance: int):
+        super().__init__()
+        self.n_heads, self.head_dim = n_heads, head_dim
+        self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
+        self.out = nn.Linear(n_heads * head_dim, d_model, bias=False)
+        self.rel_bias = nn.Embedding(num_buckets, n_heads)
+
+    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
+        """(heads, Tq, Tk) additive bias with −inf on future keys."""
+        dist = q_pos[:, None] - k_pos[None, :]
+        buckets = relative_position_bucket(dist, self.num_buckets, self.max_distance)
+        b = rearrange(self.rel_bias(buckets), "q k h -> h q k")
+        return b.masked_fill(dist < 0, float("-inf"))
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        """x: (B, T, D). With a cache, x holds the next T positions and the cache is extended in place."""
+        T = x.shape[1]
+        q, k, v = rearrange(self.qkv(x), "b t (three h d) -> three b h t d", three=3, h=self.n_heads)
+        start = 0
+        if cache is not None:
+            start = cache.length[layer]
+            if start + T > cache.k[layer].shape[2]:
+                raise ValueError(f"KV cache holds {cache.k[layer].shape[2]} steps; cannot add {start + T}")
+            cache.k[layer][:, :, start : start + T] = k
+            cache.v[layer][:, :, start : start + T] = v
+            cache.length[layer] = start + T
+            k = cache.k[layer][:, :, : start + T]
+            v = cache.v[layer][:, :, : start + T]
+        q_pos = torch.arange(start, start + T, device=x.device)
+        k_pos = torch.arange(0, start + T, device=x.device)
+        bias = self.bias(q_pos, k_pos).to(q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+        return self.out(rearrange(y, "b h t d -> b t (h d)"))
+
+
+class Block(nn.Module):
+    """Pre-norm transformer block: e ← e + Attn(LN(e)); e ← e + MLP(LN(e))."""
+
+    def __init__(self, d_model: int, n_heads: int, head_dim: int, mlp_hidden: int, num_buckets: int,
+                 max_distance: int):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = Attention(d_model, n_heads, head_dim, num_buckets, max_distance)
+        self.ln2 = nn.LayerNorm(d_model)
+        self.mlp = nn.Sequential(nn.Linear(d_model, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, d_model))
+
+    def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
+        x = x + self.attn(self.ln1(x), cache, layer)
+        return x + self.mlp(self.ln2(x))

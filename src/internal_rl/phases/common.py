@@ -1,0 +1,164 @@
+"""What every training phase shares: run folders, metrics logging, checkpoints that resume, seeding.
+
+A run folder holds config.json, model.safetensors (the weights a later phase reads), train_state.pt
+(optimizer, step and RNG states, for `--resume`), metrics.csv and TensorBoard event files.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def set_seed(seed: int) -> np.random.Generator:
+    """Seed python, numpy and torch; return a numpy Generator for the phase's own sampling."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def set_threads(threads: int) -> None:
+    """Use `threads` intra-op threads (0 = leave torch's default)."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Dataclasses (nested) → plain dicts for config.json."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, dict):
+        return {k: to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(x) for x in obj]
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    """Write JSON atomically (a crash never leaves half a file)."""
+    path = Path(path)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(to_jsonable(data), indent=2))
+    os.replace(tmp, path)
+
+
+class MetricsLogger:
+    """Append rows to metrics.csv and TensorBoard; survives resume (appends to the same files)."""
+
+    def __init__(self, folder: str | Path, tensorboard: bool = True):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.csv_path = self.folder / "metrics.csv"
+        self.writer = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.folder / "tb"))
+            except ImportError:  # tensorboard missing: CSV only
+                self.writer = None
+        self.start = time.time()
+
+    def log(self, step: int, **metrics: float) -> None:
+        row = {"step": step, "time": round(time.time() - self.start, 3)}
+        row.update({k: float(v) for k, v in metrics.items()})
+        exists = self.csv_path.exists()
+        fields = list(row)
+        if exists:
+            with open(self.csv_path) as f:
+                header = f.readline().strip().split(",")
+            if set(fields) <= set(header):
+                fields = header
+            else:
+                fields = header + [k for k in fields if k not in header]
+                self._rewrite_header(fields)
+        with open(self.csv_path, "a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, restval="")
+            if not exists:
+                w.writeheader()
+            w.writerow(row)
+        if self.writer is not None:
+            for k, v in metrics.items():
+                self.writer.add_scalar(k, float(v), step)
+
+    def _rewrite_header(self, fields: list[str]) -> None:
+        with open(self.csv_path) as f:
+            rows = list(csv.DictReader(f))
+        with open(self.csv_path, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields, restval="")
+            w.writeheader()
+            w.writerows(rows)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def read_metrics(folder: str | Path) -> list[dict[str, float]]:
+    """Rows of a run's metrics.csv as floats (empty cells dropped)."""
+    with open(Path(folder) / "metrics.csv") as f:
+        return [{k: float(v) for k, v in r.items() if v != ""} for r in csv.DictReader(f)]
+
+
+def save_train_state(folder: str | Path, step: int, optimizer: torch.optim.Optimizer,
+                     scheduler: Any = None, extra: dict | None = None) -> None:
+    """Optimizer, scheduler, step and every RNG state, so `--resume` continues the same run."""
+    state = {
+        "step": step,
+        "optimizer": optimizer.state_dict(),
+        "scheduler": None if scheduler is None else scheduler.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "numpy_rng": np.random.get_state(),
+        "python_rng": random.getstate(),
+        "extra": extra or {},
+    }
+    path = Path(folder) / "train_state.pt"
+    torch.save(state, path.with_suffix(".tmp"))
+    os.replace(path.with_suffix(".tmp"), path)
+
+
+def load_train_state(folder: str | Path, optimizer: torch.optim.Optimizer, scheduler: Any = None) -> dict:
+    """Restore what `save_train_state` wrote; returns the dict (step, extra)."""
+    path = Path(folder) / "train_state.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"cannot resume: {path} not found")
+    state = torch.load(path, weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state["scheduler"] is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["torch_rng"])
+    np.random.set_state(state["numpy_rng"])
+    random.setstate(state["python_rng"])
+    return state
+
+
+def lr_lambda(schedule: str, total: int, warmup: int):
+    """Multiplier on the base learning rate: 'constant' (paper) or 'cosine' decay to 0 after warmup."""
+    import math
+
+    if schedule not in ("constant", "cosine", "linear"):
+        raise ValueError(f"unknown lr schedule {schedule!r}: expected constant, cosine or linear")
+
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        if schedule == "constant":
+            return 1.0
+        frac = min(1.0, (step - warmup) / max(1, total - warmup))
+        return 0.5 * (1 + math.cos(math.pi * frac)) if schedule == "cosine" else 1.0 - frac
+
+    return f

@@ -1,0 +1,206 @@
+"""Discovery: train the metacontroller self-supervised on D* with the base model frozen (paper Eq. 3).
+
+    min_φ  Σ_t [ −log p_{θ,φ}(a_t | o_1..t, z_1..t) + α · KL(N(μ_t, Σ_t) ‖ N(0, I)) ]
+
+The frozen lower blocks run without a graph; the metacontroller rewrites e at the control layer; the
+frozen upper blocks run with a graph only through the activations (their parameters get no grad).
+With `cotrain` the base model is instead trained from scratch together with the metacontroller (the
+paper's co-training ablation, which loses the subgoal-aligned switching). Writes a run folder with
+metacontroller.safetensors, segmentation.json (switch F1 vs ground-truth subgoal boundaries on
+held-out D*) and a β-over-time plot like the paper's Fig. A3.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from internal_rl.analysis.segmentation import segmentation_metrics
+from internal_rl.control.metacontroller import MetaController, MetaControllerConfig, discovery_loss
+from internal_rl.data.trajectories import Trajectories
+from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, freeze, prev_actions_of
+from internal_rl.phases.common import (
+    MetricsLogger,
+    load_train_state,
+    save_train_state,
+    set_seed,
+    set_threads,
+    to_jsonable,
+    write_json,
+)
+
+
+@dataclass
+class DiscoverConfig:
+    """Metacontroller discovery (paper Table A9: α grid {0,…,1}, 64k steps, batch 512, lr 1e-3, wd 0.03)."""
+
+    model: str = "runs/demo/pretrain"
+    """Pretrained base model folder (with `cotrain`, only its architecture is used)."""
+    data: str = "runs/demo/data"
+    """Data folder holding D_star/ and D_star_heldout/."""
+    out: str = "runs/demo/discover"
+    alpha: float = 0.1
+    """KL weight α."""
+    n_z: int = 8
+    rank: int = 16
+    full_rank: bool = False
+    switch: str = "soft"
+    """'soft' (paper), 'hard' (straight-through) or 'gumbel'."""
+    gumbel_tau: float = 1.0
+    always_switch: bool = False
+    """β ≡ 1 ablation."""
+    layer: int = -1
+    """Control layer (−1: the model's default, L/2)."""
+    cotrain: bool = False
+    """Train the base model from scratch together with the metacontroller (ablation)."""
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.03
+    base_lr: float = 1e-3
+    """Learning rate of the base model when cotraining."""
+    log_every: int = 50
+    ckpt_every: int = 500
+    eval_episodes: int = 250
+    seed: int = 0
+    threads: int = 0
+    resume: bool = False
+    progress: bool = True
+
+    def metacontroller_config(self, d_model: int) -> MetaControllerConfig:
+        return MetaControllerConfig(d_model=d_model, n_z=self.n_z, rank=self.rank, full_rank=self.full_rank,
+                                    switch=self.switch, gumbel_tau=self.gumbel_tau, always_switch=self.always_switch)
+
+
+def save_metacontroller(mc: MetaController, folder: str | Path, layer: int) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / "metacontroller.json", {"metacontroller": mc.config, "layer": layer})
+    save_file({k: v.detach().contiguous() for k, v in mc.state_dict().items()}, folder / "metacontroller.safetensors")
+
+
+def load_metacontroller(folder: str | Path) -> tuple[MetaController, int]:
+    """Load (metacontroller, control layer) from a discover run folder."""
+    folder = Path(folder)
+    path = folder / "metacontroller.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: is {folder} a discover run folder?")
+    meta = json.loads(path.read_text())
+    mc = MetaController(MetaControllerConfig(**meta["metacontroller"]))
+    mc.load_state_dict(load_file(folder / "metacontroller.safetensors"))
+    return mc, int(meta["layer"])
+
+
+def load_base(discover_folder: str | Path, fallback_model: str | Path) -> SequenceModel:
+    """The base model a metacontroller was trained with: its own co-trained base if any, else the pretrained one."""
+    own = Path(discover_folder) / "base"
+    return SequenceModel.from_pretrained(own if (own / "model.safetensors").exists() else fallback_model)
+
+
+def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer: int, alpha: float,
+                   frozen: bool = True, sample: bool = True):
+    """Loss of one batch; with a frozen base only the controlled activations carry a graph."""
+    T = batch["actions"].shape[1]
+    pa = prev_actions_of(batch["actions"]) if model.prev_action is not None else None
+    if frozen:
+        with torch.no_grad():
+            e = model.lower(batch["obs"][:, :T], pa, layer)
+    else:
+        e = model.lower(batch["obs"][:, :T], pa, layer)
+    out = mc(e, batch["mask"], sample=sample)
+    logp = model.action_logp(model.upper(out.e_hat, layer), batch["actions"])
+    return discovery_loss(logp, out, batch["mask"], alpha), out
+
+
+@torch.no_grad()
+def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajectories, layer: int,
+                          episodes: int, alpha: float) -> tuple[dict, dict]:
+    """Switch F1 etc. on held-out episodes (deterministic z̃ = μ), plus arrays for plotting."""
+    b = data.batch(np.arange(min(episodes, len(data))))
+    losses, out = discovery_step(model, mc, b, layer, alpha, sample=False)
+    beta = out.beta.numpy()
+    res = segmentation_metrics(beta, b["subgoals"].numpy(), b["mask"].numpy())
+    res.update(heldout_nll=losses["nll"].item(), heldout_kl=losses["kl"].item())
+    return res, {"beta": beta, "subgoals": b["subgoals"].numpy(), "mask": b["mask"].numpy()}
+
+
+def run_discover(cfg: DiscoverConfig) -> dict:
+    """Train (or resume) a metacontroller; write segmentation.json and the β plot."""
+    set_threads(cfg.threads)
+    rng = set_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = Path(cfg.data)
+    train = Trajectories.load(data / "D_star")
+    heldout = Trajectories.load(data / "D_star_heldout")
+
+    if cfg.cotrain:
+        arch = json.loads((Path(cfg.model) / "config.json").read_text())["model"]
+        model = SequenceModel(SequenceModelConfig(**arch)) if not cfg.resume else SequenceModel.from_pretrained(out / "base")
+        model.train()
+    else:
+        model = freeze(SequenceModel.from_pretrained(cfg.model))
+    layer = model.config.control_layer if cfg.layer < 0 else cfg.layer
+    if cfg.resume:
+        mc, layer = load_metacontroller(out)
+    else:
+        mc = MetaController(cfg.metacontroller_config(model.config.d_model))
+    groups = [{"params": mc.parameters(), "lr": cfg.lr}]
+    if cfg.cotrain:
+        groups.append({"params": model.parameters(), "lr": cfg.base_lr})
+    opt = torch.optim.AdamW(groups, weight_decay=cfg.weight_decay)
+    step = 0
+    if cfg.resume:
+        state = load_train_state(out, opt)
+        step, rng = state["step"], state["extra"].get("rng", rng)
+    write_json(out / "config.json", {"discover": cfg, "layer": layer})
+    before = None if cfg.cotrain else {k: v.clone() for k, v in model.state_dict().items()}
+
+    def checkpoint():
+        save_metacontroller(mc, out, layer)
+        if cfg.cotrain:
+            model.save_pretrained(out / "base")
+        save_train_state(out, step, opt, extra={"rng": rng})
+
+    logger = MetricsLogger(out)
+    bar = tqdm(total=cfg.steps, initial=step, desc="discover", disable=not cfg.progress, dynamic_ncols=True)
+    t0 = time.time()
+    while step < cfg.steps:
+        batch = train.batch(rng.integers(0, len(train), cfg.batch_size))
+        losses, mo = discovery_step(model, mc, batch, layer, cfg.alpha, frozen=not cfg.cotrain)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(nll=f"{losses['nll'].item():.3f}", kl=f"{losses['kl'].item():.2f}")
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            m = batch["mask"]
+            sw = ((mo.beta > 0.5) & m).float().sum(1).mean().item()
+            logger.log(step, nll=losses["nll"].item(), kl=losses["kl"].item(), switches_per_episode=sw,
+                       steps_per_s=step / max(time.time() - t0, 1e-9))
+        if step % cfg.ckpt_every == 0 or step == cfg.steps:
+            checkpoint()
+    bar.close()
+    if not (out / "metacontroller.safetensors").exists():
+        checkpoint()
+    if before is not None:  # frozen means frozen: the base is bit-identical
+        after = model.state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), "base model changed during discovery"
+    seg, arrays = evaluate_segmentation(model, mc, heldout, layer, cfg.eval_episodes, cfg.alpha)
+    seg.update(alpha=cfg.alpha, cotrain=cfg.cotrain, always_switch=cfg.always_switch, layer=layer, steps=step)
+    write_json(out / "segmentation.json", seg)
+    from internal_rl.analysis.plots import plot_switching
+
+    plot_switching(arrays, out / "switching.png")
+    logger.close()
+    print(f"[discover] held-out switch F1 {seg['f1']:.3f} (precision {seg['precision']:.3f}, recall {seg['recall']:.3f}); "
+          f"switches/episode {seg['switches_per_episode']:.2f} vs subgoals/episode {seg['subgoals_per_episode']:.2f}")
+    return to_jsonable(seg)

@@ -1,0 +1,166 @@
+"""RL on the sparse-reward post-training task, by one of the paper's methods (Fig. 8):
+
+- internal:  PPO over z through the option-level env (frozen base, decoder and switching unit);
+- beta1:     the same with a metacontroller trained and used with β ≡ 1 (a decision every step);
+- cotrained: the same with a base model and metacontroller co-trained from scratch;
+- raw:       the same PPO fine-tuning the pretrained model on primitive actions.
+
+The method is chosen by what the `discover` folder holds (beta1 and cotrained are discover runs with
+always_switch / cotrain); `raw` needs no discover folder. Writes policy weights, metrics.csv and
+results.json (success curve against episodes and primitive env steps, final success on fresh episodes).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
+from internal_rl.models.sequence_model import SequenceModel
+from internal_rl.phases.common import (
+    MetricsLogger,
+    load_train_state,
+    save_train_state,
+    set_seed,
+    set_threads,
+    write_json,
+)
+from internal_rl.phases.discover import load_base, load_metacontroller
+from internal_rl.rl.option_env import OptionCore
+from internal_rl.rl.policy import LatentPolicy
+from internal_rl.rl.ppo import collect_latent, collect_raw, latent_logp, ppo_update, raw_logp
+
+METHODS = ("internal", "raw", "beta1", "cotrained")
+
+
+@dataclass
+class RLConfig:
+    """RL phase (paper Table A13: batch 1024, AdamW lr 3e-5, weight decay 0; lr scanned per method)."""
+
+    method: str = "internal"
+    """internal | raw | beta1 | cotrained (beta1/cotrained read the matching discover folder)."""
+    model: str = "runs/demo/pretrain"
+    discover: str = "runs/demo/discover"
+    """Discover run folder with the metacontroller (unused by raw)."""
+    out: str = "runs/demo/rl"
+    task: str = POST_TRAINING_TASK
+    episodes: int = 8192
+    """Training budget in episodes."""
+    batch_size: int = 256
+    """Episodes per PPO iteration."""
+    lr: float = 3e-4
+    weight_decay: float = 0.0
+    clip: float = 0.2
+    epochs: int = 2
+    minibatches: int = 4
+    delta: float = 1e-3
+    """δ of the advantage normalisation."""
+    max_grad_norm: float = 1.0
+    policy_width: int = 256
+    eval_episodes: int = 256
+    """Fresh post-training episodes for the final success rate."""
+    seed: int = 0
+    threads: int = 0
+    resume: bool = False
+    progress: bool = True
+
+
+class _Agent:
+    """What a method trains and how it collects and scores episodes."""
+
+    def __init__(self, cfg: RLConfig):
+        self.cfg = cfg
+        if cfg.method not in METHODS:
+            raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+        if cfg.method == "raw":
+            self.model = SequenceModel.from_pretrained(cfg.model)
+            self.net = self.model
+        else:
+            self.model = load_base(cfg.discover, cfg.model)
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+            self.mc, self.layer = load_metacontroller(cfg.discover)
+            for p in self.mc.parameters():
+                p.requires_grad_(False)
+            self.net = LatentPolicy(self.model.config.d_model, self.mc.config.n_z, cfg.policy_width)
+
+    def collect(self, n: int, seed: int):
+        if self.cfg.method == "raw":
+            return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed)
+        core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed)
+        return collect_latent(core, self.net, seed)
+
+    def logp(self, ro, idx):
+        self.net.train()
+        return raw_logp(self.model, ro, idx) if self.cfg.method == "raw" else latent_logp(self.net, ro, idx)
+
+
+def evaluate_agent(agent: _Agent, episodes: int, seed: int) -> dict[str, float]:
+    """Success rate on fresh episodes of the task (stochastic policy, as trained)."""
+    succ, steps = [], []
+    for i, s in enumerate(range(0, episodes, 256)):
+        ro = agent.collect(min(256, episodes - s), seed + 7 * i)
+        succ.append(ro.success.numpy())
+        steps.append(ro.env_steps.numpy())
+    s = np.concatenate(succ)
+    return {"success": float(s.mean()), "episodes": int(s.size), "mean_env_steps": float(np.concatenate(steps).mean())}
+
+
+def run_rl(cfg: RLConfig) -> dict:
+    """Train one method with PPO for `episodes` episodes; write results.json with the success curve."""
+    set_threads(cfg.threads)
+    set_seed(cfg.seed)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    agent = _Agent(cfg)
+    params = [p for p in agent.net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    g = torch.Generator().manual_seed(cfg.seed)
+    it, episodes, env_steps, curve = 0, 0, 0, []
+    if cfg.resume:
+        agent.net.load_state_dict(load_file(out / "policy.safetensors"))
+        st = load_train_state(out, opt)
+        it, episodes, env_steps, curve = st["step"], *st["extra"]["counters"]
+        g.set_state(st["extra"]["generator"])
+    write_json(out / "config.json", {"rl": cfg})
+    logger = MetricsLogger(out)
+    iterations = max(1, cfg.episodes // cfg.batch_size)
+    bar = tqdm(total=iterations, initial=it, desc=f"rl[{cfg.method}]", disable=not cfg.progress, dynamic_ncols=True)
+    t0 = time.time()
+
+    def checkpoint():
+        save_file({k: v.detach().contiguous() for k, v in agent.net.state_dict().items()}, out / "policy.safetensors")
+        save_train_state(out, it, opt, extra={"counters": (episodes, env_steps, curve), "generator": g.get_state()})
+
+    while it < iterations:
+        ro = agent.collect(cfg.batch_size, seed=cfg.seed * 1_000_003 + it * 101)
+        stats = ppo_update(agent.logp, params, opt, ro, cfg.epochs, cfg.minibatches, cfg.clip, cfg.delta,
+                           cfg.max_grad_norm, g)
+        it += 1
+        episodes += cfg.batch_size
+        env_steps += int(ro.env_steps.sum())
+        sr = float(ro.success.float().mean())
+        decisions = float(ro.mask.sum(1).float().mean())
+        curve.append({"episodes": episodes, "env_steps": env_steps, "success": sr})
+        logger.log(it, success=sr, episodes=episodes, env_steps=env_steps, decisions_per_episode=decisions,
+                   loss=stats["loss"], seconds=time.time() - t0)
+        bar.update(1)
+        bar.set_postfix(success=f"{sr:.3f}", decisions=f"{decisions:.1f}")
+        if it % 10 == 0 or it == iterations:
+            checkpoint()
+    bar.close()
+    checkpoint()
+    final = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
+    res = {"method": cfg.method, "final_success": final["success"], "eval_episodes": final["episodes"],
+           "episodes": episodes, "env_steps": env_steps, "curve": curve, "seconds": time.time() - t0}
+    write_json(out / "results.json", res)
+    logger.close()
+    print(f"[rl:{cfg.method}] final success {final['success']:.3f} on {final['episodes']} fresh episodes "
+          f"after {episodes} episodes / {env_steps} env steps")
+    return res

@@ -1,0 +1,126 @@
+"""The option-level environment (paper Alg. 1): the action is a latent code z, the observation is the
+residual stream e at the step where the metacontroller's switching unit fires.
+
+Inside: the underlying env, the frozen base model (with KV cache), the frozen decoder f_hyp, history
+GRU and switching unit. Given z, primitive steps repeat: U = f_hyp(z); upper blocks on ê = e + U e;
+sample the primitive action; step the env; lower blocks on the new observation give e; h and
+β = f_switch(e, h, z) update; until β ≥ threshold (a new decision) or the episode ends.
+
+`OptionCore` runs N episodes in lockstep at the primitive level: each episode asks for a new z
+whenever its own switch fires, so one batched model call serves every episode at every step.
+`OptionEnv` is the single-episode gymnasium view of it (any gymnasium agent can drive it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+from torch import Tensor
+
+from internal_rl.control.metacontroller import MetaController
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, PinPadConfig
+from internal_rl.models.sequence_model import SequenceModel
+
+
+class OptionCore:
+    """Lockstep engine over N episodes. `reset()` → e; then `advance(z, decide)` one primitive step at a time."""
+
+    def __init__(self, model: SequenceModel, mc: MetaController, layer: int, num_envs: int,
+                 task: str | None = POST_TRAINING_TASK, env_config: PinPadConfig | None = None,
+                 seed: int | None = None, beta_threshold: float | None = None):
+        self.model, self.mc, self.layer = model.eval(), mc.eval(), layer
+        self.env = BatchedPinPad(num_envs, env_config, seed=seed)
+        self.task = task
+        self.n = num_envs
+        self.threshold = mc.config.beta_threshold if beta_threshold is None else beta_threshold
+        self.always_switch = mc.config.always_switch
+        self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
+        self.dtype = next(model.parameters()).dtype
+
+    @torch.no_grad()
+    def reset(self, seed: int | None = None) -> Tensor:
+        """New episodes; returns e_1 (N, D). Every episode needs a decision (β_1 = 1)."""
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        obs = self.env.reset(self.task, seed=seed)
+        self.cache = self.model.new_cache(self.n, self.env.config.max_steps)
+        self.prev_action = torch.full((self.n,), -1, dtype=torch.long)
+        self.e = self._lower(obs)
+        self.h = self.mc.initial_state(self.n, dtype=self.dtype).h
+        self.z = torch.zeros(self.n, self.mc.config.n_z, dtype=self.dtype)
+        self.need = torch.ones(self.n, dtype=torch.bool)
+        self.done = torch.zeros(self.n, dtype=torch.bool)
+        return self.e
+
+    def _lower(self, obs: np.ndarray) -> Tensor:
+        pa = self.prev_action if self.model.prev_action is not None else None
+        return self.model.lower_step(torch.from_numpy(obs).to(self.dtype), self.cache, pa, self.layer)
+
+    @torch.no_grad()
+    def advance(self, z: Tensor, decide: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """One primitive step. Rows in `decide` adopt their new code z; returns (reward, done, need) (N,).
+
+        `need[i]` says episode i's switch fired at its new e (it wants a new z at the next call).
+        """
+        self.z = torch.where(decide[:, None], z.to(self.dtype), self.z)
+        e_hat = self.mc.decode(self.z).apply(self.e)
+        logits = self.model.upper_step(e_hat, self.cache, self.layer).action_logits
+        a = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator)[:, 0]
+        obs, reward, term, trunc, _ = self.env.step(a.numpy())
+        self.h = self.mc.history_step(self.e, self.h)
+        self.prev_action = a
+        self.done = torch.from_numpy(term | trunc)
+        if bool(self.done.all()):
+            self.need = torch.zeros(self.n, dtype=torch.bool)
+        else:
+            self.e = self._lower(obs)
+            if self.always_switch:
+                beta = torch.ones(self.n, dtype=self.dtype)
+            else:
+                beta = self.mc.switch(self.e, self.h, self.z)
+            self.need = (beta >= self.threshold) & ~self.done
+        return torch.from_numpy(reward), self.done, self.need
+
+    @property
+    def env_steps(self) -> np.ndarray:
+        """Primitive steps taken so far per episode."""
+        return self.env.step_count.copy()
+
+
+class OptionEnv(gymnasium.Env):
+    """Single-episode option-level env: action z ∈ R^{n_z}, observation e at the switch, summed reward."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, model: SequenceModel, mc: MetaController, layer: int,
+                 task: str | None = POST_TRAINING_TASK, env_config: PinPadConfig | None = None):
+        self.core = OptionCore(model, mc, layer, 1, task, env_config)
+        d, nz = model.config.d_model, mc.config.n_z
+        self.observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (d,), np.float32)
+        self.action_space = gymnasium.spaces.Box(-np.inf, np.inf, (nz,), np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        if seed is None:
+            seed = int(self.np_random.integers(0, 2**31 - 1))
+        e = self.core.reset(seed)
+        return e[0].float().numpy(), {}
+
+    def step(self, action):
+        z = torch.as_tensor(np.asarray(action, dtype=np.float32)).reshape(1, -1)
+        if z.shape[1] != self.core.mc.config.n_z:
+            raise ValueError(f"action must have {self.core.mc.config.n_z} entries, got {z.shape[1]}")
+        total, steps, decide = 0.0, 0, torch.ones(1, dtype=torch.bool)
+        while True:
+            r, done, need = self.core.advance(z, decide)
+            decide = torch.zeros(1, dtype=torch.bool)
+            total += float(r[0])
+            steps += 1
+            if bool(done[0]) or bool(need[0]):
+                break
+        env = self.core.env
+        info = {"primitive_steps": steps, "success": bool(env.success[0])}
+        return (self.core.e[0].float().numpy(), total, bool(env.terminated[0]), bool(env.truncated[0]), info)

@@ -1,0 +1,160 @@
+"""Critic-free PPO as in the paper (App. D.3): one advantage per episode, clipped joint-density ratio.
+
+    A_τ = (R(τ) − mean_batch R) / (std_batch R + δ),   shared by every decision of episode τ
+    L = −mean_decisions min(ρ A, clip(ρ, 1−ε, 1+ε) A),   ρ = π_new(z|·) / π_old(z|·)  (joint density)
+
+Rollout collection for the two kinds of decision-maker lives here too: the latent policy acting
+through the option-level core (internal RL, β≡1 ablation, co-trained) and the base model acting on
+primitive actions (the raw-action baseline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from internal_rl.envs.pinpad import BatchedPinPad
+from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
+from internal_rl.rl.option_env import OptionCore
+from internal_rl.rl.policy import LatentPolicy, gaussian_logp, select_state
+
+
+@dataclass
+class Rollouts:
+    """A batch of episodes as padded decision sequences (B, K, ...) plus per-episode outcomes."""
+
+    inputs: Tensor
+    """What the policy read at each decision: e at switch times (B, K, D), or observations (B, K+1, obs_dim)."""
+    actions: Tensor
+    """Decisions taken: z (B, K, n_z), or primitive actions (B, K)."""
+    old_logp: Tensor
+    """log π_old of each decision (B, K)."""
+    mask: Tensor
+    """(B, K) valid decisions."""
+    returns: Tensor
+    success: Tensor
+    env_steps: Tensor
+    """Primitive env steps per episode (B,)."""
+
+
+def episode_advantages(returns: Tensor, delta: float = 1e-3) -> Tensor:
+    """Batch-normalised episode returns (paper: δ ≈ 1e-3)."""
+    return (returns - returns.mean()) / (returns.std(unbiased=False) + delta)
+
+
+def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:
+    """PPO clipped objective (negated, mean over valid decisions); adv (B,) broadcast over decisions."""
+    ratio = torch.exp(logp - old_logp)
+    a = adv[:, None]
+    obj = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
+    m = mask.to(obj.dtype)
+    return -(obj * m).sum() / m.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollouts:
+    """Run every episode of `core` to the end, asking `policy` for z whenever an episode's switch fires."""
+    policy.eval()
+    e = core.reset(seed)
+    n, T, D = core.n, core.env.config.max_steps, e.shape[1]
+    g = torch.Generator().manual_seed(seed + 1)
+    E = torch.zeros(n, T, D)
+    Z = torch.zeros(n, T, policy.n_z)
+    LP = torch.zeros(n, T)
+    K = torch.zeros(n, dtype=torch.long)
+    state = policy.initial_state(n)
+    returns = torch.zeros(n)
+    need = core.need.clone()
+    rows = torch.arange(n)
+    z = torch.zeros(n, policy.n_z)
+    while not bool(core.done.all()):
+        if bool(need.any()):
+            mean, logstd, new_state = policy.step(core.e.float(), state)
+            z_new = mean + logstd.exp() * torch.randn(mean.shape, generator=g)
+            r = rows[need]
+            E[r, K[r]] = core.e[r].float()
+            Z[r, K[r]] = z_new[r]
+            LP[r, K[r]] = gaussian_logp(z_new[r], mean[r], logstd[r])
+            K[r] += 1
+            state = select_state(need, new_state, state)
+            z = torch.where(need[:, None], z_new, z)
+        reward, _, need = core.advance(z, need)
+        returns += reward
+    kmax = max(int(K.max()), 1)
+    mask = torch.arange(kmax)[None] < K[:, None]
+    env = core.env
+    return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns,
+                    torch.from_numpy(env.success.copy()), torch.from_numpy(env.step_count.copy()))
+
+
+def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor) -> Tensor:
+    """log π(z|·) of stored decisions, recomputed in one parallel pass (B, K)."""
+    mean, logstd = policy(ro.inputs[idx], ro.mask[idx])
+    return gaussian_logp(ro.actions[idx], mean, logstd)
+
+
+@torch.no_grad()
+def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int) -> Rollouts:
+    """The base model samples primitive actions; every step is a decision (raw-action baseline)."""
+    model.eval()
+    n, T = env.num_envs, env.config.max_steps
+    obs = env.reset(task, seed=seed)
+    g = torch.Generator().manual_seed(seed + 1)
+    cache = model.new_cache(n, T)
+    O = torch.zeros(n, T + 1, obs.shape[1])
+    A = torch.zeros(n, T, dtype=torch.long)
+    LP = torch.zeros(n, T)
+    alive = torch.zeros(n, T, dtype=torch.bool)
+    prev = torch.full((n,), -1, dtype=torch.long)
+    returns = torch.zeros(n)
+    for t in range(T):
+        x = torch.from_numpy(obs)
+        O[:, t] = x
+        out = model.step(x, cache, prev if model.prev_action is not None else None)
+        logp = torch.log_softmax(out.action_logits.float(), -1)
+        a = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
+        alive[:, t] = ~torch.from_numpy(env.done)
+        A[:, t], LP[:, t] = a, logp.gather(1, a[:, None])[:, 0]
+        obs, r, term, trunc, _ = env.step(a.numpy())
+        returns += torch.from_numpy(r)
+        prev = a
+        if np.all(term | trunc):
+            break
+    K = alive.sum(1)
+    kmax = max(int(K.max()), 1)
+    O[torch.arange(n), K] = torch.from_numpy(obs)
+    return Rollouts(O[:, : kmax + 1], A[:, :kmax], LP[:, :kmax], alive[:, :kmax], returns,
+                    torch.from_numpy(env.success.copy()), torch.from_numpy(env.step_count.copy()))
+
+
+def raw_logp(model: SequenceModel, ro: Rollouts, idx: Tensor) -> Tensor:
+    """log π(a_t|o_1..t) of stored primitive actions, recomputed with the full-sequence forward."""
+    actions = ro.actions[idx]
+    T = actions.shape[1]
+    pa = prev_actions_of(actions) if model.prev_action is not None else None
+    return model.action_logp(model(ro.inputs[idx][:, :T], pa), actions)
+
+
+def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, epochs: int, minibatches: int,
+               clip: float, delta: float, max_grad_norm: float, generator: torch.Generator) -> dict[str, float]:
+    """Run `epochs` passes of clipped PPO over the rollouts in `minibatches` episode minibatches."""
+    adv = episode_advantages(ro.returns, delta)
+    if float(ro.returns.std()) == 0.0:  # every episode scored the same: no signal, skip the update
+        return {"loss": 0.0, "skipped": 1.0}
+    n = ro.returns.shape[0]
+    losses = []
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=generator)
+        for idx in perm.chunk(minibatches):
+            logp = logp_fn(ro, idx)
+            loss = clipped_surrogate(logp, ro.old_logp[idx], adv[idx], ro.mask[idx], clip)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+    return {"loss": float(np.mean(losses)), "skipped": 0.0}

@@ -1,0 +1,58 @@
+"""Batched evaluation rollouts of a (possibly controlled) base model in gridworld-pinpad.
+
+All N episodes advance in lockstep with one KV cache; finished episodes keep stepping as no-ops
+(the env ignores their actions) so the batch never has to be reshaped.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from internal_rl.envs.pinpad import BatchedPinPad, PinPadConfig
+from internal_rl.models.sequence_model import SequenceModel
+
+StepControl = Callable[[Tensor, BatchedPinPad], Tensor]
+"""control(e_t (N, D), env) -> ê_t: may read the env's ground-truth state (for oracle controllers)."""
+
+
+def sample_actions(model: SequenceModel, logits: Tensor, generator: torch.Generator | None,
+                   greedy: bool = False) -> Tensor:
+    """Sample (or argmax) discrete actions from logits (N, A)."""
+    if greedy:
+        return logits.argmax(-1)
+    return torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=generator)[:, 0]
+
+
+@torch.no_grad()
+def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int, seed: int,
+             control: StepControl | None = None, layer: int | None = None, batch_size: int = 256,
+             env_config: PinPadConfig | None = None, greedy: bool = False) -> dict[str, float]:
+    """Success rate of the model acting in fresh layouts of `tasks` (None: pretraining tasks)."""
+    model.eval()
+    successes, lengths = [], []
+    for b, start in enumerate(range(0, episodes, batch_size)):
+        n = min(batch_size, episodes - start)
+        env = BatchedPinPad(n, env_config, seed=seed + 7919 * b)
+        obs = env.reset(tasks if tasks is None or isinstance(tasks, str) else tasks[start:start + n])
+        g = torch.Generator().manual_seed(seed + 104729 * b)
+        cache = model.new_cache(n, env.config.max_steps)
+        prev = torch.full((n,), -1, dtype=torch.long)
+        for _ in range(env.config.max_steps):
+            x = torch.from_numpy(obs).to(next(model.parameters()).dtype)
+            e = model.lower_step(x, cache, prev if model.prev_action is not None else None, layer)
+            if control is not None:
+                e = control(e, env)
+            out = model.upper_step(e, cache, layer)
+            a = sample_actions(model, out.action_logits, g, greedy)
+            obs, _, term, trunc, _ = env.step(a.numpy())
+            prev = a
+            if np.all(term | trunc):
+                break
+        successes.append(env.success.copy())
+        lengths.append(env.step_count.copy())
+    s = np.concatenate(successes)
+    return {"success": float(s.mean()), "episodes": int(s.size), "mean_length": float(np.concatenate(lengths).mean())}

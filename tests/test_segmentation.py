@@ -1,0 +1,54 @@
+import numpy as np
+import pytest
+
+from internal_rl.analysis.segmentation import segmentation_metrics
+
+
+def reference_f1(beta, subgoals, mask, thr=0.5, tol=1):
+    """Loop reference: switches and boundaries as index lists, matched within ±tol."""
+    tp_p = n_p = tp_t = n_t = 0
+    for b, g, m in zip(beta, subgoals, mask):
+        L = int(m.sum())
+        sw = [t for t in range(1, L) if b[t] > thr]
+        bd = [t for t in range(1, L) if g[t] != g[t - 1]]
+        n_p += len(sw)
+        n_t += len(bd)
+        tp_p += sum(any(abs(s - x) <= tol for x in bd) for s in sw)
+        tp_t += sum(any(abs(s - x) <= tol for s in sw) for x in bd)
+    p = tp_p / n_p if n_p else 0
+    r = tp_t / n_t if n_t else 0
+    return 2 * p * r / (p + r) if p + r else 0
+
+
+def test_perfect_and_shifted_switches():
+    g = np.array([[0, 0, 0, 2, 2, 2, 1, 1, 1, 1]])
+    m = np.ones_like(g, dtype=bool)
+    beta = np.zeros(g.shape)
+    beta[0, [0, 3, 6]] = 1
+    r = segmentation_metrics(beta, g, m)
+    assert r["f1"] == 1 and r["switches_per_episode"] == 3 and r["subgoals_per_episode"] == 3
+    shifted = np.zeros(g.shape)
+    shifted[0, [4, 8]] = 1  # one within tolerance, one not
+    r = segmentation_metrics(shifted, g, m)
+    assert r["precision"] == 0.5 and r["recall"] == 0.5
+
+
+def test_matches_loop_reference_with_padding():
+    rng = np.random.default_rng(0)
+    N, T = 40, 30
+    g = np.cumsum(rng.random((N, T)) < 0.15, axis=1) % 4
+    mask = np.arange(T)[None] < rng.integers(5, T, N)[:, None]
+    beta = rng.random((N, T))
+    r = segmentation_metrics(beta, g, mask)
+    assert r["f1"] == pytest.approx(reference_f1(beta, g, mask))
+    # padded steps change nothing
+    beta2 = beta.copy()
+    beta2[~mask] = 1.0
+    g2 = g.copy()
+    g2[~mask] = 3 - g2[~mask]
+    assert segmentation_metrics(beta2, g2, mask)["f1"] == pytest.approx(r["f1"])
+
+
+def test_shape_mismatch_raises():
+    with pytest.raises(ValueError, match="must match"):
+        segmentation_metrics(np.zeros((2, 3)), np.zeros((2, 4)), np.ones((2, 3), bool))

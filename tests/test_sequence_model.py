@@ -1,0 +1,150 @@
+import math
+
+import pytest
+import torch
+
+from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, freeze, prev_actions_of
+from internal_rl.models.transformer import relative_position_bucket
+
+
+def tiny(**kw) -> SequenceModel:
+    cfg = dict(obs_dim=7 * 7 * 13, d_model=32, depth=4, n_heads=2, head_dim=16, mlp_hidden=64, max_len=40)
+    cfg.update(kw)
+    torch.manual_seed(0)
+    return SequenceModel(SequenceModelConfig(**cfg)).double()
+
+
+def grid_obs(B: int, T: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    obs = torch.zeros(B, T, 49, 13, dtype=torch.float64)
+    cells = torch.randint(0, 49, (B, T), generator=g)
+    obs[torch.arange(B)[:, None], torch.arange(T)[None], cells, 12] = 1
+    obs[:, :, :8, :8] = torch.eye(8, dtype=torch.float64)
+    return obs.reshape(B, T, -1)
+
+
+def test_relative_buckets():
+    d = torch.arange(0, 300)
+    b = relative_position_bucket(d, 32, 128)
+    assert torch.equal(b[:16], torch.arange(16))
+    assert b.max() == 31 and b.min() == 0
+    assert torch.all(b[1:] >= b[:-1])  # monotone in distance
+
+
+@pytest.mark.parametrize("encoder", ["linear", "grid"])
+@pytest.mark.parametrize("prev_action", [False, True])
+def test_kv_cache_matches_full_forward(encoder, prev_action):
+    m = tiny(encoder=encoder, prev_action_input=prev_action).eval()
+    B, T = 3, 25
+    obs = grid_obs(B, T)
+    actions = torch.randint(0, 4, (B, T))
+    pa = prev_actions_of(actions) if prev_action else None
+    full = m(obs, pa, return_residuals=True)
+    cache = m.new_cache(B)
+    for t in range(T):
+        out = m.step(obs[:, t], cache, None if pa is None else pa[:, t])
+        torch.testing.assert_close(out.action_logits, full.action_logits[:, t], atol=1e-10, rtol=1e-9)
+        torch.testing.assert_close(out.obs_pred, full.obs_pred[:, t], atol=1e-10, rtol=1e-9)
+    assert len(full.residuals) == m.config.depth + 1
+
+
+def test_control_is_applied_at_layer_and_step_matches():
+    m = tiny().eval()
+    B, T = 2, 10
+    obs = grid_obs(B, T)
+    W = torch.randn(32, 32, dtype=torch.float64) * 0.1
+    control = lambda e: e + e @ W.T  # noqa: E731
+    full = m(obs, control=control, layer=2, return_residuals=True)
+    base = m(obs, return_residuals=True)
+    # layers below the control point are untouched, layers above change
+    for l in range(3):
+        torch.testing.assert_close(full.residuals[l], base.residuals[l])
+    assert not torch.allclose(full.residuals[3], base.residuals[3])
+    # the controlled stream equals upper(control(lower))
+    e = m.lower(obs, layer=2)
+    torch.testing.assert_close(m.upper(control(e), layer=2).action_logits, full.action_logits)
+    cache = m.new_cache(B)
+    for t in range(T):
+        out = m.step(obs[:, t], cache, control=control, layer=2)
+        torch.testing.assert_close(out.action_logits, full.action_logits[:, t])
+
+
+def test_causal_and_padding_changes_nothing():
+    m = tiny().eval()
+    obs = grid_obs(2, 12)
+    out = m(obs[:, :8]).action_logits
+    garbage = obs.clone()
+    garbage[:, 8:] = torch.rand_like(garbage[:, 8:])
+    torch.testing.assert_close(m(garbage).action_logits[:, :8], out)
+    # masked loss ignores padded steps' actions and observations
+    actions = torch.randint(0, 4, (2, 11))
+    mask = torch.zeros(2, 11, dtype=torch.bool)
+    mask[:, :7] = True
+    batch = dict(obs=obs, actions=actions, mask=mask)
+    l1 = m.loss(batch, obs_weight=0.1)
+    actions2 = actions.clone()
+    actions2[:, 7:] = (actions2[:, 7:] + 1) % 4
+    obs2 = obs.clone()
+    obs2[:, 8:] = 0
+    l2 = m.loss(dict(obs=obs2, actions=actions2, mask=mask), obs_weight=0.1)
+    torch.testing.assert_close(l1["loss"], l2["loss"])
+
+
+def _fit(target_shift: int) -> float:
+    """Train a tiny model where a_t = cell(o_{t+shift}) mod 4; return the final action NLL."""
+    torch.manual_seed(0)
+    m = SequenceModel(SequenceModelConfig(obs_dim=49 * 13, d_model=32, depth=2, n_heads=2, head_dim=16,
+                                          mlp_hidden=64, encoder="linear"))
+    opt = torch.optim.Adam(m.parameters(), lr=3e-3)
+    T = 12
+    for i in range(300):
+        cells = torch.randint(0, 49, (32, T + 2))
+        obs = torch.zeros(32, T + 2, 49, 13)
+        obs.scatter_(2, cells[..., None, None].expand(-1, -1, 1, 13), 0)
+        obs[torch.arange(32)[:, None], torch.arange(T + 2)[None], cells, 12] = 1
+        obs = obs.reshape(32, T + 2, -1)
+        actions = (cells[:, target_shift: target_shift + T] % 4)
+        batch = dict(obs=obs[:, : T + 1], actions=actions, mask=torch.ones(32, T, dtype=torch.bool))
+        loss = m.loss(batch)["action_nll"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return loss.item()
+
+
+def test_alignment_action_at_t_is_predicted_from_o_t():
+    """a_t = f(o_t) is learnable to ~0 NLL; a_t = f(o_{t+1}) (a future observation) is not."""
+    assert _fit(0) < 0.05
+    assert _fit(1) > 0.8 * math.log(4)
+
+
+def test_freeze_and_save_load(tmp_path):
+    m = tiny(encoder="grid", prev_action_input=True)
+    m.save_pretrained(tmp_path)
+    m2 = SequenceModel.from_pretrained(tmp_path).double()
+    for (k, v), (k2, v2) in zip(m.state_dict().items(), m2.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    freeze(m2)
+    assert not any(p.requires_grad for p in m2.parameters())
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        SequenceModel.from_pretrained(tmp_path / "nope")
+
+
+def test_bad_input_raises():
+    m = tiny()
+    with pytest.raises(ValueError, match="features"):
+        m(torch.zeros(1, 3, 10, dtype=torch.float64))
+    with pytest.raises(ValueError, match="control_layer"):
+        SequenceModelConfig(depth=4, control_layer=7)
+    m2 = tiny(prev_action_input=True)
+    with pytest.raises(ValueError, match="prev_actions"):
+        m2(grid_obs(1, 3))
+
+
+def test_continuous_head_gaussian_logp():
+    m = tiny(n_actions=0, action_dim=3, obs_head="gaussian")
+    obs = grid_obs(2, 5)
+    out = m(obs)
+    a = torch.randn(2, 5, 3, dtype=torch.float64)
+    ref = torch.distributions.Normal(out.action_logits, out.action_logstd.exp()).log_prob(a).sum(-1)
+    torch.testing.assert_close(m.action_logp(out, a), ref)

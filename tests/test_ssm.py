@@ -1,0 +1,162 @@
+"""Hawk / RG-LRU: recurrence values, parallel == step-by-step, causality, bidirectional padding."""
+
+import pytest
+import torch
+
+from internal_rl.models.ssm import (
+    RGLRU,
+    BlockDiagonalLinear,
+    Hawk,
+    HawkBlock,
+    check_padding_mask,
+    linear_scan,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny float64 ops are slowest with several BLAS threads on a busy machine; restore afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+DT = torch.float64
+
+
+def _gen(seed: int = 0) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("method", ["loop", "parallel"])
+@pytest.mark.parametrize("length", [1, 2, 5, 16, 37])
+def test_linear_scan_matches_reference(method: str, length: int) -> None:
+    g = _gen(length)
+    a = torch.rand(3, length, 4, generator=g, dtype=DT)
+    b = torch.randn(3, length, 4, generator=g, dtype=DT)
+    h0 = torch.randn(3, 4, generator=g, dtype=DT)
+    h, ref = h0, []
+    for t in range(length):
+        h = a[:, t] * h + b[:, t]
+        ref.append(h)
+    torch.testing.assert_close(linear_scan(a, b, h0, method=method), torch.stack(ref, 1), rtol=0, atol=1e-12)
+
+
+def test_linear_scan_bad_input() -> None:
+    with pytest.raises(ValueError):
+        linear_scan(torch.ones(2, 3, 4), torch.ones(2, 3, 5))
+    with pytest.raises(ValueError):
+        linear_scan(torch.ones(2, 3, 4), torch.ones(2, 3, 4), method="fft")
+
+
+def test_block_diagonal_linear_equals_dense_block_matrix() -> None:
+    torch.manual_seed(0)
+    lin = BlockDiagonalLinear(6, heads=3).to(DT)
+    x = torch.randn(2, 5, 6, dtype=DT)
+    dense = torch.block_diag(*lin.weight)  # (6, 6), y = x @ dense
+    torch.testing.assert_close(lin(x), x @ dense + lin.bias)
+
+
+def test_rglru_matches_equations() -> None:
+    """Values from the defining equations, written out independently in float64."""
+    torch.manual_seed(1)
+    lru = RGLRU(6, heads=2).to(DT)
+    x = torch.randn(2, 9, 6, dtype=DT)
+    a_base = torch.sigmoid(lru.log_a_logit)
+    h = torch.zeros(2, 6, dtype=DT)
+    ref = []
+    for t in range(9):
+        r = torch.sigmoid(lru.recurrence_gate(x[:, t]))
+        i = torch.sigmoid(lru.input_gate(x[:, t]))
+        a = a_base ** (8.0 * r)
+        h = a * h + torch.sqrt(1 - a**2) * (i * x[:, t])
+        ref.append(h)
+    torch.testing.assert_close(lru(x), torch.stack(ref, 1), rtol=1e-10, atol=1e-12)
+    # Griffin init: a^c in [0.9, 0.999]
+    assert bool(((a_base**8 >= 0.9 - 1e-9) & (a_base**8 <= 0.999 + 1e-9)).all())
+
+
+def _step_all(module, x: torch.Tensor) -> torch.Tensor:
+    state = module.initial_state(x.shape[0], dtype=x.dtype)
+    ys = []
+    for t in range(x.shape[1]):
+        y, state = module.step(x[:, t], state)
+        ys.append(y)
+    return torch.stack(ys, 1)
+
+
+def test_rglru_step_equals_forward() -> None:
+    torch.manual_seed(2)
+    lru = RGLRU(8, heads=4).to(DT)
+    x = torch.randn(3, 11, 8, dtype=DT)
+    torch.testing.assert_close(_step_all(lru, x), lru(x), rtol=0, atol=1e-12)
+
+
+def test_hawk_block_step_equals_forward() -> None:
+    torch.manual_seed(3)
+    block = HawkBlock(8, lru_dim=12, mlp_hidden=16, heads=2).to(DT)
+    x = torch.randn(3, 10, 8, dtype=DT)
+    torch.testing.assert_close(_step_all(block, x), block(x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("scan", ["parallel", "loop"])
+def test_hawk_step_equals_forward_and_is_causal(scan: str) -> None:
+    torch.manual_seed(4)
+    hawk = Hawk(8, depth=2, lru_dim=8, mlp_hidden=16, heads=2, scan=scan).to(DT)
+    x = torch.randn(2, 13, 8, dtype=DT)
+    y = hawk(x)
+    torch.testing.assert_close(_step_all(hawk, x), y, rtol=0, atol=1e-12)
+    x2 = x.clone()
+    x2[:, 7:] = torch.randn(2, 6, 8, dtype=DT) * 100
+    y2 = hawk(x2)
+    torch.testing.assert_close(y2[:, :7], y[:, :7], rtol=0, atol=0)
+    assert not torch.allclose(y2[:, 7:], y[:, 7:])
+
+
+def test_bidirectional_is_non_causal_and_padding_is_invisible() -> None:
+    torch.manual_seed(5)
+    hawk = Hawk(6, depth=1, lru_dim=6, mlp_hidden=12, bidirectional=True).to(DT)
+    lengths = [9, 5, 1]
+    T = 9
+    x = torch.randn(3, T, 6, dtype=DT)
+    mask = torch.arange(T)[None] < torch.tensor(lengths)[:, None]
+    y = hawk(x, mask)
+    # non-causal: the first output depends on the last input
+    x_future = x.clone()
+    x_future[0, -1] += 1.0
+    assert not torch.allclose(hawk(x_future, mask)[0, 0], y[0, 0])
+    # each padded row equals running that row alone, unpadded
+    for b, n in enumerate(lengths):
+        torch.testing.assert_close(y[b, :n], hawk(x[b : b + 1, :n])[0], rtol=0, atol=1e-12)
+        assert bool((y[b, n:] == 0).all())
+    # appending garbage padding (and changing existing padding) changes no valid output
+    garbage = torch.randn(3, 4, 6, dtype=DT) * 1e3
+    x_long = torch.cat([x, garbage], 1)
+    x_long[1, 5:T] = 1e4
+    mask_long = torch.cat([mask, torch.zeros(3, 4, dtype=torch.bool)], 1)
+    y_long = hawk(x_long, mask_long)
+    torch.testing.assert_close(y_long[:, :T][mask], y[mask], rtol=0, atol=0)
+
+
+def test_bidirectional_step_raises() -> None:
+    hawk = Hawk(4, depth=1, lru_dim=4, mlp_hidden=8, bidirectional=True)
+    with pytest.raises(ValueError, match="bidirectional"):
+        hawk.step(torch.zeros(2, 4), hawk.initial_state(2))
+
+
+def test_bad_inputs_raise() -> None:
+    hawk = Hawk(4, depth=1, lru_dim=4, mlp_hidden=8)
+    x = torch.zeros(2, 5, 4)
+    with pytest.raises(ValueError, match="shape"):
+        hawk(torch.zeros(2, 5, 3))
+    with pytest.raises(ValueError, match="shape"):
+        hawk(x, torch.ones(2, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="bool"):
+        hawk(x, torch.ones(2, 5))
+    with pytest.raises(ValueError, match="end"):
+        hawk(x, torch.tensor([[True, False, True, False, False]] * 2))
+    with pytest.raises(ValueError):
+        hawk.step(torch.zeros(2, 3), hawk.initial_state(2))
+    with pytest.raises(ValueError):
+        BlockDiagonalLinear(5, heads=2)
+    assert check_padding_mask(None, 2, 5) is None

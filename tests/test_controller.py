@@ -1,4 +1,4 @@
-"""Controllers ê = e + U e: values against dense float64 references, and no D×D tensor in the low-rank case."""
+"""Controllers ê = e + U e: values against dense float64 references; no D×D tensor when low rank."""
 
 import pytest
 import torch
@@ -14,6 +14,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
 
 DT = torch.float64
 
@@ -40,7 +41,10 @@ def test_apply_low_rank_broadcasts_one_controller() -> None:
     B2 = torch.randn(3, 1, 10, 4, generator=g, dtype=DT)
     U2 = B2 @ A2.transpose(-1, -2)
     torch.testing.assert_close(
-        apply_low_rank(e, A2, B2), e + torch.einsum("btij,btj->bti", U2.expand(3, 5, 10, 10), e), rtol=1e-12, atol=1e-12
+        apply_low_rank(e, A2, B2),
+        e + torch.einsum("btij,btj->bti", U2.expand(3, 5, 10, 10), e),
+        rtol=1e-12,
+        atol=1e-12,
     )
 
 
@@ -48,7 +52,9 @@ def test_apply_full_matches_dense_reference() -> None:
     g = torch.Generator().manual_seed(2)
     e = torch.randn(3, 5, 6, generator=g, dtype=DT)
     U = torch.randn(3, 5, 6, 6, generator=g, dtype=DT)
-    torch.testing.assert_close(apply_full(e, U), e + torch.einsum("btij,btj->bti", U, e), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        apply_full(e, U), e + torch.einsum("btij,btj->bti", U, e), rtol=1e-12, atol=1e-12
+    )
     U1 = torch.randn(6, 6, generator=g, dtype=DT)
     torch.testing.assert_close(apply_full(e, U1), e + e @ U1.T, rtol=1e-12, atol=1e-12)
 
@@ -92,6 +98,22 @@ def test_hyper_decoder_values_and_small_init(full_rank: bool) -> None:
     torch.testing.assert_close(params[:, 3].apply(e[:, 3]), ref[:, 3], rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("full_rank", [False, True])
+def test_fused_control_equals_decode_then_apply(full_rank: bool) -> None:
+    torch.manual_seed(5)
+    dec = HyperDecoder(5, 12, hidden=7, rank=3, full_rank=full_rank).to(DT)
+    for p in dec.parameters():  # generic weights, not the small init
+        torch.nn.init.normal_(p, std=0.5)
+    z = torch.randn(2, 4, 5, dtype=DT)
+    e = torch.randn(2, 4, 12, dtype=DT)
+    torch.testing.assert_close(dec.control(e, z), dec.apply(e, dec(z)), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        dec.control(e[0, 0], z[0, 0]), dec.apply(e[0, 0], dec(z[0, 0])), rtol=1e-12, atol=1e-12
+    )
+    with pytest.raises(ValueError, match="d_model"):
+        dec.control(e[..., :-1], z)
+
+
 def test_hyper_decoder_init_scale_changes_size() -> None:
     sizes = []
     for scale in (1e-3, 1e-1):
@@ -130,16 +152,18 @@ class _LargestTensor(TorchDispatchMode):
 
 @pytest.mark.parametrize("full_rank", [False, True])
 def test_no_d_squared_tensor_in_low_rank_case(full_rank: bool) -> None:
-    """Low rank never creates a D×D-sized tensor (forward, apply, backward); full rank must (detector works)."""
+    """Low rank never creates a D×D-sized tensor (forward, apply, backward); full rank does (probe works)."""
     D, r, hidden = 256, 2, 8  # hidden * D * r and B * T * D * r are far below D * D
     dec = HyperDecoder(4, D, hidden=hidden, rank=r, full_rank=full_rank)
     z = torch.randn(2, 3, 4, requires_grad=True)
     e = torch.randn(2, 3, D, requires_grad=True)
     with _LargestTensor() as probe:
-        out = dec.apply(e, dec(z))
-        out.square().sum().backward()
+        dec.apply(e, dec(z)).square().sum().backward()
+    with _LargestTensor() as fused_probe:
+        dec.control(e, z).square().sum().backward()
     if full_rank:
         assert probe.largest >= D * D
     else:
         assert probe.largest < D * D // 8, probe.largest
+        assert fused_probe.largest < D * D // 8, fused_probe.largest
         assert z.grad is not None and e.grad is not None

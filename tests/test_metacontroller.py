@@ -21,6 +21,7 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
+
 DT = torch.float64
 D, T, BATCH = 12, 7, 3
 LENGTHS = [7, 4, 1]
@@ -28,7 +29,9 @@ LENGTHS = [7, 4, 1]
 
 def make(seed: int = 0, **overrides) -> MetaController:
     torch.manual_seed(seed)
-    cfg = MetaControllerConfig(d_model=D, n_z=4, n_h=6, n_s=5, enc_hidden=16, dec_hidden=8, switch_hidden=8, rank=3)
+    cfg = MetaControllerConfig(
+        d_model=D, n_z=4, n_h=6, n_s=5, enc_hidden=16, dec_hidden=8, switch_hidden=8, rank=3
+    )
     return MetaController(dataclasses.replace(cfg, **overrides)).to(DT)
 
 
@@ -80,7 +83,13 @@ def test_beta_one_switches_beta_zero_keeps(switch: str) -> None:
 
 @pytest.mark.parametrize(
     "overrides",
-    [{}, {"switch": "hard"}, {"switch": "gumbel", "gumbel_tau": 0.5}, {"always_switch": True}, {"full_rank": True}],
+    [
+        {},
+        {"switch": "hard"},
+        {"switch": "gumbel", "gumbel_tau": 0.5},
+        {"always_switch": True},
+        {"full_rank": True},
+    ],
 )
 @pytest.mark.parametrize("padded", [False, True])
 def test_step_equals_forward(overrides: dict, padded: bool) -> None:
@@ -97,8 +106,10 @@ def test_step_equals_forward(overrides: dict, padded: bool) -> None:
         steps.append(step)
         hs.append(state.h)
     valid = mask if mask is not None else torch.ones(BATCH, T, dtype=torch.bool)
-    tol = dict(rtol=0, atol=1e-9)
-    stack = lambda name: torch.stack([getattr(s, name) for s in steps], 1)  # noqa: E731
+    tol = {"rtol": 0, "atol": 1e-9}
+    def stack(name):
+        return torch.stack([getattr(s, name) for s in steps], 1)
+
     torch.testing.assert_close(stack("beta")[valid], out.beta[valid], **tol)
     torch.testing.assert_close(stack("z")[valid], out.z[valid], **tol)
     torch.testing.assert_close(stack("e_hat")[valid], out.e_hat[valid], **tol)
@@ -118,10 +129,13 @@ def test_pieces_match_forward() -> None:
     h = torch.zeros(BATCH, 6, dtype=DT)
     for t in range(T):
         if t > 0:
-            torch.testing.assert_close(mc.switch(e[:, t], h, out.z[:, t - 1]), out.beta[:, t], rtol=0, atol=1e-12)
+            torch.testing.assert_close(
+                mc.switch(e[:, t], h, out.z[:, t - 1]), out.beta[:, t], rtol=0, atol=1e-12
+            )
         h = mc.history_step(e[:, t], h)
         torch.testing.assert_close(h, out.h[:, t], rtol=0, atol=1e-12)
     torch.testing.assert_close(mc.decode(out.z).A, out.params.A)
+    torch.testing.assert_close(out.params.apply(e), out.e_hat, rtol=0, atol=1e-12)  # e_hat = e + U_t e_t
     assert mc.binarize(torch.tensor([0.2, 0.5, 0.9])).tolist() == [False, True, True]
 
 
@@ -156,13 +170,17 @@ def test_padding_changes_nothing_valid() -> None:
     sw = torch.cat([out.switch_noise, torch.randn(BATCH, 3, dtype=DT)], 1)
     out2 = mc(e_long, mask_long, noise=noise, switch_noise=sw)
     for name in ("beta", "z", "e_hat", "kl", "mu", "h"):
-        torch.testing.assert_close(getattr(out2, name)[:, :T][mask], getattr(out, name)[mask], rtol=0, atol=1e-12)
+        torch.testing.assert_close(
+            getattr(out2, name)[:, :T][mask], getattr(out, name)[mask], rtol=0, atol=1e-12
+        )
     torch.testing.assert_close(out2.s, out.s, rtol=0, atol=1e-12)
     torch.testing.assert_close(out2.h_last, out.h_last, rtol=0, atol=1e-12)
     assert bool((out2.beta[~mask_long] == 0).all()) and bool((out2.kl[~mask_long] == 0).all())
     # each padded row equals that row alone, unpadded
     for b, n in enumerate(LENGTHS):
-        alone = mc(e[b : b + 1, :n], noise=out.noise[b : b + 1, :n], switch_noise=out.switch_noise[b : b + 1, :n])
+        alone = mc(
+            e[b : b + 1, :n], noise=out.noise[b : b + 1, :n], switch_noise=out.switch_noise[b : b + 1, :n]
+        )
         torch.testing.assert_close(alone.z[0], out.z[b, :n], rtol=0, atol=1e-12)
         torch.testing.assert_close(alone.s[0], out.s[b], rtol=0, atol=1e-12)
 
@@ -246,12 +264,16 @@ def test_switch_modes_change_beta() -> None:
     high = make(switch="hard", beta_threshold=0.9)
     high.load_state_dict(mc.state_dict())
     assert (prob < 0.9).any() and (prob >= 0.5).any()
-    torch.testing.assert_close(high(e, sample=False).beta[:, 1:][prob < 0.9], torch.zeros_like(prob[prob < 0.9]))
+    torch.testing.assert_close(
+        high(e, sample=False).beta[:, 1:][prob < 0.9], torch.zeros_like(prob[prob < 0.9])
+    )
     # gumbel: noise changes β when sampling; lower temperature is closer to binary; no noise when not sampling
     g1, g2 = make(switch="gumbel")(e, generator=gen(1)), make(switch="gumbel")(e, generator=gen(2))
     assert not torch.allclose(g1.beta, g2.beta)
     cold = make(switch="gumbel", gumbel_tau=0.05)(e, noise=g1.noise, switch_noise=g1.switch_noise)
-    dist = lambda b: (b[:, 1:] - b[:, 1:].round()).abs().mean()  # noqa: E731
+    def dist(b):
+        return (b[:, 1:] - b[:, 1:].round()).abs().mean()
+
     assert dist(cold.beta) < dist(g1.beta)
     gdet = make(switch="gumbel", gumbel_tau=2.0)
     out = gdet(e, sample=False)
@@ -264,6 +286,7 @@ def test_full_rank_and_rank_options() -> None:
     e, _ = inputs()
     full = make(full_rank=True)(e, generator=gen(0))
     assert full.params.U.shape == (BATCH, T, D, D) and full.params.A is None
+    torch.testing.assert_close(full.params.apply(e), full.e_hat, rtol=0, atol=1e-12)
     low = make(rank=5)(e, generator=gen(0))
     assert low.params.A.shape == (BATCH, T, D, 5) and low.params.U is None
     for out in (full, low):

@@ -13,12 +13,12 @@ from internal_rl.envs.pinpad import (
     BatchedPinPad,
     PinPadConfig,
     PinPadEnv,
+    _distance_maps_grid,
     distance_maps,
     parse_task,
 )
-from internal_rl.envs.pinpad import _distance_maps_grid
 
-G, O, W = 7, 8, 4
+G, O, W = 7, 8, 4  # noqa: E741
 C = O + W + 1
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 DELTA = {UP: (-1, 0), DOWN: (1, 0), LEFT: (0, -1), RIGHT: (0, 1)}

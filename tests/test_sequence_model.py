@@ -57,8 +57,8 @@ def test_control_is_applied_at_layer_and_step_matches():
     full = m(obs, control=control, layer=2, return_residuals=True)
     base = m(obs, return_residuals=True)
     # layers below the control point are untouched, layers above change
-    for l in range(3):
-        torch.testing.assert_close(full.residuals[l], base.residuals[l])
+    for layer in range(3):
+        torch.testing.assert_close(full.residuals[layer], base.residuals[layer])
     assert not torch.allclose(full.residuals[3], base.residuals[3])
     # the controlled stream equals upper(control(lower))
     e = m.lower(obs, layer=2)

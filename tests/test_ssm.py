@@ -21,6 +21,7 @@ def _one_thread():
     yield
     torch.set_num_threads(before)
 
+
 DT = torch.float64
 
 

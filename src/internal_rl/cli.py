@@ -21,6 +21,7 @@ commands:
   probe        linear subgoal probes on every layer
   controllers  ground-truth controllers per layer, evaluated on the post-training task
   discover     train the metacontroller (self-supervised discovery of abstract actions)
+  reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
   rl           RL on the post-training task: --method internal|raw|beta1|cotrained
 
 common options: --preset (default quick), --root DIR (run folders DIR/data, DIR/pretrain, ...)
@@ -119,6 +120,13 @@ def main(argv: list[str] | None = None) -> None:
     cmd, rest = argv[0], argv[1:]
     if cmd == "demo":
         demo(rest)
+        return
+    if cmd == "reproduce":
+        import tyro
+
+        from internal_rl.experiments.reproduce import ReproduceConfig, run_reproduce
+
+        run_reproduce(tyro.cli(ReproduceConfig, args=rest, prog="internal-rl reproduce"))
         return
     if cmd in PHASES:
         _phase(lambda preset, root: _defaults(cmd, preset, root), _runner(cmd), rest, cmd)

@@ -67,3 +67,30 @@ def plot_switching(arrays: dict, path: str | Path, episodes: int = 6) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_success_curves(curves: dict[str, list[list[dict]]], path: str | Path) -> None:
+    """Training success rate vs episodes and vs primitive env steps: median over seeds, 25–75% band."""
+    import numpy as np
+
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for method, runs in curves.items():
+        n = min(len(r) for r in runs)
+        if n == 0:
+            continue
+        succ = np.array([[p["success"] for p in r[:n]] for r in runs])
+        for ax, key in zip(axes, ("episodes", "env_steps")):
+            x = np.median(np.array([[p[key] for p in r[:n]] for r in runs]), 0)
+            med = np.median(succ, 0)
+            lo, hi = np.percentile(succ, 25, 0), np.percentile(succ, 75, 0)
+            (line,) = ax.plot(x, med, label=method)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+    for ax, label in zip(axes, ("episodes", "primitive env steps")):
+        ax.set_xlabel(label)
+        ax.set_ylabel("success rate (training batches)")
+        ax.set_ylim(-0.02, 1.02)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["apply_low_rank", "apply_full", "ControlParams", "HyperDecoder"]
+__all__ = ["ControlParams", "HyperDecoder", "apply_full", "apply_low_rank"]
 
 
 def apply_low_rank(e: Tensor, A: Tensor, B: Tensor) -> Tensor:
@@ -128,10 +128,38 @@ class HyperDecoder(nn.Module):
         B = rearrange(self.out_b(hdn), "... (d r) -> ... d r", r=self.rank)
         return ControlParams(A=A, B=B)
 
+    def control(self, e: Tensor, z: Tensor) -> Tensor:
+        """ê = e + U(z) e for e (..., D), z (..., n_in), equal to ``apply(e, forward(z))`` but cheaper.
+
+        U's per-step parameters (A, B or U, the largest tensors by far) are never materialised: the
+        output layer is contracted with e first, so per step only r·hidden (low rank) or D·hidden
+        (full rank) numbers are formed instead of 2·D·r or D².
+        """
+        if z.shape[-1] != self.n_in:
+            raise ValueError(f"HyperDecoder expects z of shape (..., {self.n_in}), got {tuple(z.shape)}")
+        if e.shape[-1] != self.d_model:
+            raise ValueError(f"e must have width d_model={self.d_model}, got {tuple(e.shape)}")
+        hdn = F.relu(self.hidden(z))  # (..., H)
+        D = self.d_model
+        if self.full_rank:
+            # (U e)_i = Σ_{k,j} W[(i k), j] e_k hdn_j + Σ_k b[(i k)] e_k
+            outer = rearrange(e.unsqueeze(-1) * hdn.unsqueeze(-2), "... k j -> ... (k j)")
+            w = rearrange(self.out_u.weight, "(i k) j -> i (k j)", i=D)
+            return e + F.linear(outer, w) + F.linear(e, self.out_u.bias.view(D, D))
+        r = self.rank
+        # (Aᵀe)_r = Σ_j hdn_j Σ_d W_A[(d r), j] e_d + Σ_d b_A[(d r)] e_d
+        w_a = rearrange(self.out_a.weight, "(d r) j -> (r j) d", r=r)
+        m = rearrange(F.linear(e, w_a), "... (r j) -> ... r j", r=r)
+        coef = torch.matmul(m, hdn.unsqueeze(-1)).squeeze(-1) + F.linear(e, self.out_a.bias.view(D, r).T)
+        # (B c)_d = Σ_{r,j} W_B[(d r), j] c_r hdn_j + Σ_r b_B[(d r)] c_r
+        outer = rearrange(coef.unsqueeze(-1) * hdn.unsqueeze(-2), "... r j -> ... (r j)")
+        w_b = rearrange(self.out_b.weight, "(d r) j -> d (r j)", r=r)
+        return e + F.linear(outer, w_b) + F.linear(coef, self.out_b.bias.view(D, r))
+
     def apply(self, e: Tensor, params: ControlParams | None = None) -> Tensor:  # type: ignore[override]
         """Controlled residual ê = e + U e for e (..., D).
 
-        ``apply(fn)`` with a callable keeps nn.Module.apply's meaning, so ``model.apply(init_fn)`` still works.
+        ``apply(fn)`` with a callable keeps nn.Module.apply's meaning (``model.apply(init_fn)`` works).
         """
         if params is None and callable(e):
             return super().apply(e)

@@ -16,7 +16,7 @@ on their own while an RL policy chooses z instead of the encoder.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,13 +27,13 @@ from internal_rl.control.controller import ControlParams, HyperDecoder
 from internal_rl.models.ssm import Hawk, check_padding_mask
 
 __all__ = [
+    "MetaController",
     "MetaControllerConfig",
     "MetaOutput",
     "MetaState",
     "MetaStep",
-    "MetaController",
-    "gaussian_kl",
     "discovery_loss",
+    "gaussian_kl",
 ]
 
 SWITCH_MODES = ("soft", "hard", "gumbel")
@@ -94,7 +94,7 @@ class MetaControllerConfig:
 
 @dataclass
 class MetaOutput:
-    """Everything the metacontroller computes over a batch of sequences (B, T); padded steps of beta/kl are 0."""
+    """Everything the metacontroller computes over sequences (B, T); beta and kl are 0 at padded steps."""
 
     beta: Tensor
     """Switching gate β_t (B, T); β_1 = 1."""
@@ -108,8 +108,6 @@ class MetaOutput:
     """Posterior log-variance log σ²_t (B, T, n_z)."""
     kl: Tensor
     """KL(N(μ_t, σ²_t) ‖ N(0, I)) summed over z dims, (B, T)."""
-    params: ControlParams
-    """Controller U_t for each step: A, B (B, T, D, r) or U (B, T, D, D)."""
     e_hat: Tensor
     """Controlled residual ê_t = e_t + U_t e_t (B, T, D); equal to e at padded steps."""
     h: Tensor
@@ -122,6 +120,19 @@ class MetaOutput:
     """Standard-normal noise ε used for z̃ = μ + σ ε (B, T, n_z), None when not sampling; replayable."""
     switch_noise: Tensor | None
     """Logistic noise used by the Gumbel-sigmoid switch (B, T), None otherwise; replayable."""
+    decoder: HyperDecoder = field(repr=False)
+    """The decoder f_hyp, used to decode ``params`` on demand."""
+    _params: ControlParams | None = field(default=None, repr=False)
+
+    @property
+    def params(self) -> ControlParams:
+        """Controller U_t for each step: A, B (B, T, D, r) or U (B, T, D, D), decoded from z on first access.
+
+        forward computes e_hat without them (they are by far the largest tensors); differentiable.
+        """
+        if self._params is None:
+            self._params = self.decoder(self.z)
+        return self._params
 
 
 @dataclass
@@ -165,7 +176,7 @@ def gaussian_kl(mu: Tensor, logvar: Tensor) -> Tensor:
 
 
 class MetaController(nn.Module):
-    """Metacontroller of paper D.2: history GRU, sequence embedder, encoder, switching unit, hypernetwork decoder."""
+    """Metacontroller of paper D.2: history GRU, sequence embedder, encoder, switching unit, decoder."""
 
     def __init__(self, config: MetaControllerConfig) -> None:
         super().__init__()
@@ -175,7 +186,12 @@ class MetaController(nn.Module):
         width = c.embedder_dim or D
         self.embed_in = nn.Identity() if width == D else nn.Linear(D, width)
         self.embedder = Hawk(
-            width, c.embedder_layers, lru_dim=width, mlp_hidden=2 * width, heads=c.embedder_heads, bidirectional=True
+            width,
+            c.embedder_layers,
+            lru_dim=width,
+            mlp_hidden=2 * width,
+            heads=c.embedder_heads,
+            bidirectional=True,
         )
         self.embed_out = nn.Linear(width, c.n_s)
         self.encoder = nn.Sequential(
@@ -191,18 +207,22 @@ class MetaController(nn.Module):
     def _check_e(self, e: Tensor, ndim: int, what: str) -> None:
         if e.dim() != ndim or e.shape[-1] != self.config.d_model:
             shape = "(B, T, D)" if ndim == 3 else "(B, D)"
-            raise ValueError(f"{what} must be {shape} with D = d_model = {self.config.d_model}, got {tuple(e.shape)}")
+            raise ValueError(
+                f"{what} must be {shape} with D = d_model = {self.config.d_model}, got {tuple(e.shape)}"
+            )
 
     def history_step(self, e_t: Tensor, h_prev: Tensor) -> Tensor:
         """h_t = GRU(e_t, h_{t-1}) for e_t (B, D), h_prev (B, n_h)."""
         self._check_e(e_t, 2, "e_t")
         if h_prev.shape != (e_t.shape[0], self.config.n_h):
-            raise ValueError(f"h_prev must be (B, n_h) = ({e_t.shape[0]}, {self.config.n_h}), got {tuple(h_prev.shape)}")
+            raise ValueError(
+                f"h_prev must be (B, n_h) = ({e_t.shape[0]}, {self.config.n_h}), got {tuple(h_prev.shape)}"
+            )
         out, _ = self.gru(e_t.unsqueeze(1), h_prev.unsqueeze(0).contiguous())
         return out[:, 0]
 
     def embed(self, e: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Non-causal sequence embedding s (B, n_s): bidirectional Hawk over e, mean over valid steps, linear."""
+        """Non-causal sequence embedding s (B, n_s): bidirectional Hawk, mean over valid steps, linear."""
         self._check_e(e, 3, "e")
         mask = check_padding_mask(mask, e.shape[0], e.shape[1])
         y = self.embedder(self.embed_in(e), mask)  # padded steps are 0
@@ -219,7 +239,7 @@ class MetaController(nn.Module):
         return self.switch_out(F.relu(self.switch_in(torch.cat([e_t, h_prev, z_prev], dim=-1)))).squeeze(-1)
 
     def switch(self, e_t: Tensor, h_prev: Tensor, z_prev: Tensor) -> Tensor:
-        """Switch probability β_t = σ(f_switch(e_t, h_{t-1}, z_{t-1})) in [0, 1] (no relaxation, no β_1 forcing)."""
+        """Switch probability β_t = σ(f_switch(e_t, h_{t-1}, z_{t-1})) (no relaxation, no β_1 = 1 forcing)."""
         return torch.sigmoid(self.switch_logit(e_t, h_prev, z_prev))
 
     def decode(self, z: Tensor) -> ControlParams:
@@ -295,7 +315,9 @@ class MetaController(nn.Module):
             if switch_noise is None:
                 switch_noise = self._draw_noise((batch, length), e, generator, logistic=True)
             elif switch_noise.shape != (batch, length):
-                raise ValueError(f"switch_noise must be (B, T) = ({batch}, {length}), got {tuple(switch_noise.shape)}")
+                raise ValueError(
+                    f"switch_noise must be (B, T) = ({batch}, {length}), got {tuple(switch_noise.shape)}"
+                )
         else:
             switch_noise = None
 
@@ -304,20 +326,20 @@ class MetaController(nn.Module):
         else:
             beta, z = self._integrate(e_in, h_prev, z_tilde, sample, switch_noise)
 
-        params = self.decode(z)
-        e_hat = params.apply(e_in)
-        if mask is not None:
+        e_hat = self.decoder.control(e_in, z)  # = decode(z).apply(e_in), without materialising U_t
+        kl = gaussian_kl(mu, logvar)
+        if mask is not None:  # no control, no switch and no KL at padded steps
             zero = torch.zeros((), dtype=e.dtype, device=e.device)
             beta = torch.where(mask, beta, zero)
-            e_hat = torch.where(mask[:, :, None], e_hat, e)
-        kl = gaussian_kl(mu, logvar)
-        if mask is not None:
             kl = torch.where(mask, kl, zero)
+            e_hat = torch.where(mask[:, :, None], e_hat, e)
             last = (mask.sum(dim=1) - 1).clamp_min(0)
             h_last = h[torch.arange(batch, device=e.device), last]
         else:
             h_last = h[:, -1]
-        return MetaOutput(beta, z, z_tilde, mu, logvar, kl, params, e_hat, h, h_last, s, noise, switch_noise)
+        return MetaOutput(
+            beta, z, z_tilde, mu, logvar, kl, e_hat, h, h_last, s, noise, switch_noise, self.decoder
+        )
 
     def _integrate(
         self, e: Tensor, h_prev: Tensor, z_tilde: Tensor, sample: bool, switch_noise: Tensor | None
@@ -374,7 +396,11 @@ class MetaController(nn.Module):
         c = self.config
         self._check_e(e_t, 2, "e_t")
         batch = e_t.shape[0]
-        if state.h.shape != (batch, c.n_h) or state.z_prev.shape != (batch, c.n_z) or state.first.shape != (batch,):
+        if (
+            state.h.shape != (batch, c.n_h)
+            or state.z_prev.shape != (batch, c.n_z)
+            or state.first.shape != (batch,)
+        ):
             raise ValueError(f"state does not match batch size {batch}; make it with initial_state({batch})")
         # Rows starting an episode see h_0 = 0 and z_0 = 0 (so setting `first` resets them).
         zero = torch.zeros((), dtype=e_t.dtype, device=e_t.device)
@@ -382,7 +408,9 @@ class MetaController(nn.Module):
         z_prev = torch.where(state.first[:, None], zero, state.z_prev)
         if z_tilde is None:
             if s is None:
-                raise ValueError("step needs the sequence embedding s (B, n_s), or a proposal z_tilde (B, n_z)")
+                raise ValueError(
+                    "step needs the sequence embedding s (B, n_s), or a proposal z_tilde (B, n_z)"
+                )
             if s.shape != (batch, c.n_s):
                 raise ValueError(f"s must be (B, n_s) = ({batch}, {c.n_s}), got {tuple(s.shape)}")
             mu, logvar = self.encode(e_t, h_prev, s)
@@ -423,7 +451,9 @@ def discovery_loss(
     so α means the same for any T and padding). Returns {"loss", "nll", "kl"}, nll and kl per step.
     """
     if action_logp.shape != out.kl.shape:
-        raise ValueError(f"action_logp must be (B, T) = {tuple(out.kl.shape)}, got {tuple(action_logp.shape)}")
+        raise ValueError(
+            f"action_logp must be (B, T) = {tuple(out.kl.shape)}, got {tuple(action_logp.shape)}"
+        )
     mask = check_padding_mask(mask, *action_logp.shape)
     if mask is None:
         mask = torch.ones_like(action_logp, dtype=torch.bool)

@@ -29,8 +29,8 @@ def collect_residuals(model: SequenceModel, data: Trajectories, max_episodes: in
         pa = prev_actions_of(b["actions"]) if model.prev_action is not None else None
         out = model(b["obs"][:, :T], pa, return_residuals=True)
         m = b["mask"] & (b["subgoals"] >= 0)
-        for l, r in enumerate(out.residuals):
-            feats[l].append(r[m])
+        for layer, r in enumerate(out.residuals):
+            feats[layer].append(r[m])
         labels.append(b["subgoals"][m])
     return [torch.cat(f) for f in feats], torch.cat(labels)
 
@@ -56,12 +56,12 @@ def probe_layers(model: SequenceModel, train: Trajectories, test: Trajectories, 
     xs, ys = collect_residuals(model, train, max_episodes)
     xt, yt = collect_residuals(model, test, max_episodes)
     result = {"layers": list(range(len(xs))), "train_accuracy": [], "test_accuracy": []}
-    for l in range(len(xs)):
-        mu, sd = xs[l].mean(0), xs[l].std(0) + 1e-6
-        probe = train_probe((xs[l] - mu) / sd, ys, n_classes, steps=steps, seed=seed)
+    for x_tr, x_te in zip(xs, xt):
+        mu, sd = x_tr.mean(0), x_tr.std(0) + 1e-6
+        probe = train_probe((x_tr - mu) / sd, ys, n_classes, steps=steps, seed=seed)
         with torch.no_grad():
-            acc_tr = (probe((xs[l] - mu) / sd).argmax(-1) == ys).float().mean().item()
-            acc_te = (probe((xt[l] - mu) / sd).argmax(-1) == yt).float().mean().item()
+            acc_tr = (probe((x_tr - mu) / sd).argmax(-1) == ys).float().mean().item()
+            acc_te = (probe((x_te - mu) / sd).argmax(-1) == yt).float().mean().item()
         result["train_accuracy"].append(acc_tr)
         result["test_accuracy"].append(acc_te)
     counts = torch.bincount(yt, minlength=n_classes).float()

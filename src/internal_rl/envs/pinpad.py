@@ -205,7 +205,6 @@ def _distance_maps_bitset(cell_color: np.ndarray, cell_wall: np.ndarray, grid: i
 
 def _distance_maps_grid(cell_color: np.ndarray, cell_wall: np.ndarray, grid: int, n_colors: int) -> np.ndarray:
     """``distance_maps`` for any grid size, with boolean (N, O, G, G) frontiers."""
-    n = cell_color.shape[0]
     colour_ids = np.arange(n_colors)[None, :, None]
     cc = cell_color[:, None, :]
     passable = (~cell_wall[:, None, :]) & ((cc < 0) | (cc == colour_ids))  # (N, O, cells)

@@ -34,7 +34,9 @@ def data_config(preset: str, out: str):
 
     check_preset(preset)
     sizes = {"smoke": (300, 200), "quick": (20000, 5000), "paper": (600000, 100000)}[preset]
-    return DataConfig(out=out, num_episodes=sizes[0], num_episodes_star=sizes[1])
+    stats = {"smoke": 1000, "quick": 2000, "paper": 10000}[preset]
+    return DataConfig(out=out, num_episodes=sizes[0], num_episodes_star=sizes[1], stats_episodes=stats,
+                      progress=preset != "smoke")
 
 
 def pretrain_config(preset: str, data: str, out: str):
@@ -100,3 +102,10 @@ def rl_config(preset: str, model: str, discover: str, out: str, method: str = "i
         return RLConfig(method=method, model=model, discover=discover, out=out, episodes=8192, batch_size=256)
     return RLConfig(method=method, model=model, discover=discover, out=out, episodes=1_000_000, batch_size=1024,
                     lr=3e-5, minibatches=4)
+
+
+def reproduce_controller_layers(preset: str, model: dict) -> list[int]:
+    """Layers whose ground-truth controllers `reproduce` trains: the control layer (smoke, quick) or all."""
+    if preset == "paper":
+        return list(range(1, model["depth"]))
+    return [model["control_layer"]]

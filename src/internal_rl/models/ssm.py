@@ -22,13 +22,13 @@ from einops import rearrange
 from torch import Tensor, nn
 
 __all__ = [
+    "RGLRU",
+    "BlockDiagonalLinear",
+    "Hawk",
+    "HawkBlock",
+    "HawkBlockState",
     "check_padding_mask",
     "linear_scan",
-    "BlockDiagonalLinear",
-    "RGLRU",
-    "HawkBlockState",
-    "HawkBlock",
-    "Hawk",
 ]
 
 
@@ -40,7 +40,9 @@ def check_padding_mask(mask: Tensor | None, batch: int, length: int) -> Tensor |
     if mask is None:
         return None
     if not isinstance(mask, Tensor) or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be a bool tensor (True = valid step), got {getattr(mask, 'dtype', type(mask))}")
+        raise ValueError(
+            f"mask must be a bool tensor (True = valid step), got {getattr(mask, 'dtype', type(mask))}"
+        )
     if mask.shape != (batch, length):
         raise ValueError(f"mask must have shape (B, T) = ({batch}, {length}), got {tuple(mask.shape)}")
     if length > 1 and bool((mask[:, 1:] & ~mask[:, :-1]).any()):
@@ -137,7 +139,9 @@ class RGLRU(nn.Module):
         a, b = self._coefficients(x)
         return linear_scan(a, b, h0, method=self.scan)
 
-    def initial_state(self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None) -> Tensor:
+    def initial_state(
+        self, batch: int, device: torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Tensor:
         """Zero hidden state h_0 (batch, dim)."""
         p = self.log_a_logit
         return torch.zeros(batch, self.dim, device=device or p.device, dtype=dtype or p.dtype)
@@ -163,7 +167,13 @@ class HawkBlock(nn.Module):
     """
 
     def __init__(
-        self, dim: int, lru_dim: int, mlp_hidden: int, heads: int = 1, conv_width: int = 4, scan: str = "parallel"
+        self,
+        dim: int,
+        lru_dim: int,
+        mlp_hidden: int,
+        heads: int = 1,
+        conv_width: int = 4,
+        scan: str = "parallel",
     ) -> None:
         super().__init__()
         self.dim, self.lru_dim, self.conv_width = dim, lru_dim, conv_width
@@ -247,7 +257,9 @@ class Hawk(nn.Module):
         self.dim, self.bidirectional = dim, bidirectional
 
         def stack() -> nn.ModuleList:
-            return nn.ModuleList(HawkBlock(dim, lru_dim, mlp_hidden, heads=heads, scan=scan) for _ in range(depth))
+            return nn.ModuleList(
+                HawkBlock(dim, lru_dim, mlp_hidden, heads=heads, scan=scan) for _ in range(depth)
+            )
 
         self.blocks = stack()
         self.backward_blocks = stack() if bidirectional else None
@@ -267,7 +279,9 @@ class Hawk(nn.Module):
             y = block(y)
         if self.bidirectional:
             lengths = (
-                mask.sum(dim=1) if mask is not None else torch.full((x.shape[0],), x.shape[1], device=x.device)
+                mask.sum(dim=1)
+                if mask is not None
+                else torch.full((x.shape[0],), x.shape[1], device=x.device)
             )
             yb = _reverse_valid(x, lengths)
             for block in self.backward_blocks:

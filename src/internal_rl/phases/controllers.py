@@ -58,7 +58,7 @@ def controller_loss(model: SequenceModel, decoder: HyperDecoder, batch: dict, la
     with torch.no_grad():
         e = model.lower(batch["obs"][:, :T], pa, layer)
     z = F.one_hot(batch["subgoals"].clamp(min=0), n_subgoals).to(e.dtype)
-    out = model.upper(decoder.apply(e, decoder(z)), layer)
+    out = model.upper(decoder.control(e, z), layer)
     m = batch["mask"].float()
     return -(model.action_logp(out, batch["actions"]) * m).sum() / m.sum().clamp(min=1)
 
@@ -68,7 +68,7 @@ def oracle_control(decoder: HyperDecoder, n_subgoals: int):
 
     def control(e: torch.Tensor, env: BatchedPinPad) -> torch.Tensor:
         sg = torch.from_numpy(np.clip(env.subgoal, 0, n_subgoals - 1))
-        return decoder.apply(e, decoder(F.one_hot(sg, n_subgoals).to(e.dtype)))
+        return decoder.control(e, F.one_hot(sg, n_subgoals).to(e.dtype))
 
     return control
 

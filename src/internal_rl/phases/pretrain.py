@@ -62,6 +62,17 @@ class PretrainConfig:
     progress: bool = True
 
 
+def length_bucketed_batch(lengths: np.ndarray, batch_size: int, seed: int, step: int, pool: int = 16) -> np.ndarray:
+    """Episode indices of batch `step`: pools of pool·batch_size episodes drawn uniformly, sorted by length
+    and cut into batches served in random order. Sampling stays uniform while padding shrinks several-fold;
+    the batch is a pure function of (seed, step), so a resumed run sees exactly the batches it would have."""
+    rng = np.random.default_rng([seed, step // pool])
+    idx = rng.integers(0, len(lengths), pool * batch_size)
+    idx = idx[np.argsort(lengths[idx], kind="stable")]
+    b = rng.permutation(pool)[step % pool]
+    return idx[b * batch_size:(b + 1) * batch_size]
+
+
 def make_optimizer(params, cfg: PretrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(cfg.beta1, cfg.beta2))
 
@@ -90,7 +101,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     set_threads(cfg.threads)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    rng = set_seed(cfg.seed)
+    set_seed(cfg.seed)
     data_dir = Path(cfg.data)
     train = Trajectories.load(data_dir / "D")
     heldout = Trajectories.load(data_dir / "D_heldout")
@@ -108,7 +119,6 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     if cfg.resume:
         state = load_train_state(out, opt, sched)
         step = state["step"]
-        rng = state["extra"].get("rng", rng)
     write_json(out / "config.json", {"model": model.config, "pretrain": cfg})
     logger = MetricsLogger(out)
     n_params = sum(p.numel() for p in model.parameters())
@@ -118,11 +128,11 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     def checkpoint():
         model.save_pretrained(out)
         write_json(out / "config.json", {"model": model.config, "pretrain": cfg})
-        save_train_state(out, step, opt, sched, extra={"rng": rng})
+        save_train_state(out, step, opt, sched)
 
+    lengths = np.asarray(train.lengths)
     while step < cfg.steps:
-        idx = rng.integers(0, len(train), cfg.batch_size)
-        batch = train.batch(idx)
+        batch = train.batch(length_bucketed_batch(lengths, cfg.batch_size, cfg.seed, step))
         losses = model.loss(batch, cfg.obs_weight)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()

@@ -66,7 +66,7 @@ class OptionCore:
         `need[i]` says episode i's switch fired at its new e (it wants a new z at the next call).
         """
         self.z = torch.where(decide[:, None], z.to(self.dtype), self.z)
-        e_hat = self.mc.decode(self.z).apply(self.e)
+        e_hat = self.mc.decoder.control(self.e, self.z)
         logits = self.model.upper_step(e_hat, self.cache, self.layer).action_logits
         a = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator)[:, 0]
         obs, reward, term, trunc, _ = self.env.step(a.numpy())

@@ -104,7 +104,7 @@ def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int) 
     obs = env.reset(task, seed=seed)
     g = torch.Generator().manual_seed(seed + 1)
     cache = model.new_cache(n, T)
-    O = torch.zeros(n, T + 1, obs.shape[1])
+    obs_buf = torch.zeros(n, T + 1, obs.shape[1])
     A = torch.zeros(n, T, dtype=torch.long)
     LP = torch.zeros(n, T)
     alive = torch.zeros(n, T, dtype=torch.bool)
@@ -112,7 +112,7 @@ def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int) 
     returns = torch.zeros(n)
     for t in range(T):
         x = torch.from_numpy(obs)
-        O[:, t] = x
+        obs_buf[:, t] = x
         out = model.step(x, cache, prev if model.prev_action is not None else None)
         logp = torch.log_softmax(out.action_logits.float(), -1)
         a = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
@@ -125,8 +125,8 @@ def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int) 
             break
     K = alive.sum(1)
     kmax = max(int(K.max()), 1)
-    O[torch.arange(n), K] = torch.from_numpy(obs)
-    return Rollouts(O[:, : kmax + 1], A[:, :kmax], LP[:, :kmax], alive[:, :kmax], returns,
+    obs_buf[torch.arange(n), K] = torch.from_numpy(obs)
+    return Rollouts(obs_buf[:, : kmax + 1], A[:, :kmax], LP[:, :kmax], alive[:, :kmax], returns,
                     torch.from_numpy(env.success.copy()), torch.from_numpy(env.step_count.copy()))
 
 

@@ -1,0 +1,84 @@
+"""Discovery training step: time and peak memory at the quick and paper sizes, and the share of the
+β/z switching recurrence in the step.
+
+    python bench/bench_discover.py [--threads 2] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import tracemalloc
+
+import torch
+
+from internal_rl.control.metacontroller import MetaController
+from internal_rl.experiments.presets import discover_config, model_config
+from internal_rl.models.sequence_model import SequenceModel, freeze
+from internal_rl.phases.discover import discovery_step
+
+SIZES = {"quick": (64, 60), "paper": (512, 60)}  # (batch, T): T = a long pretraining episode
+
+
+def bench(preset: str, repeats: int) -> None:
+    torch.manual_seed(0)
+    model = freeze(SequenceModel(model_config(preset)))
+    cfg = discover_config(preset, "", "", "")
+    mc = MetaController(cfg.metacontroller_config(model.config.d_model))
+    opt = torch.optim.AdamW(mc.parameters(), lr=1e-3)
+    B, T = SIZES[preset]
+    obs = torch.zeros(B, T + 1, model.config.obs_dim)
+    obs[..., ::13] = 1
+    batch = {"obs": obs, "actions": torch.randint(0, 4, (B, T)), "mask": torch.ones(B, T, dtype=torch.bool)}
+    layer = model.config.control_layer
+
+    def step():
+        loss, _ = discovery_step(model, mc, batch, layer, cfg.alpha)
+        opt.zero_grad()
+        loss["loss"].backward()
+        opt.step()
+
+    step()
+    times, rec = [], []
+    orig = mc._integrate
+
+    def timed_integrate(*a, **k):
+        t = time.perf_counter()
+        out = orig(*a, **k)
+        rec.append(time.perf_counter() - t)
+        return out
+
+    mc._integrate = timed_integrate
+    for _ in range(repeats):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    mc._integrate = orig
+    # peak memory: torch CPU allocations are visible to tracemalloc only partly, so report RSS growth too
+    import resource
+
+    tracemalloc.start()
+    step()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    med = statistics.median(times)
+    print(f"{preset:6s} batch {B:4d} T {T}: step {med * 1000:8.1f} ms (median of {repeats}); β/z recurrence "
+          f"forward {statistics.median(rec) * 1000:6.1f} ms = {statistics.median(rec) / med:5.1%} of the step "
+          f"(its backward is not separable here); peak RSS {rss1 / 1024:.0f} MiB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--presets", nargs="+", default=["quick", "paper"])
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    for p in args.presets:
+        bench(p, args.repeats)
+
+
+if __name__ == "__main__":
+    main()

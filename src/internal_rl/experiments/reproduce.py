@@ -1,0 +1,144 @@
+"""One command for the paper's headline experiment: data → pretrain → probe → controllers → discover →
+internal RL and every baseline, over seeds, summarised as medians and interquartile ranges.
+
+    internal-rl reproduce --preset quick --seeds 5 --out runs/reproduce
+
+Layout: OUT/seed{k}/{data,pretrain,probe,controllers,discover,discover_beta1,discover_cotrained,rl_<method>}
+and OUT/results.json, OUT/results.md, OUT/success_curves.png. A finished phase (its result file exists)
+is not rerun, so an interrupted reproduction resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from internal_rl.experiments import presets
+from internal_rl.phases.common import to_jsonable, write_json
+
+METHODS = ("internal", "raw", "beta1", "cotrained")
+
+
+@dataclass
+class ReproduceConfig:
+    """The whole pipeline over seeds at one preset."""
+
+    preset: str = "quick"
+    seeds: int = 5
+    out: str = "runs/reproduce"
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
+    threads: int = 0
+
+
+def _cached(path: Path, run, cfg) -> dict:
+    """Run a phase unless its result file already exists (resumable reproduction)."""
+    if path.exists():
+        return json.loads(path.read_text())
+    return to_jsonable(run(cfg))
+
+
+def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: int = 0) -> dict:
+    """Every phase for one seed; returns the per-method RL results and the analysis summaries."""
+    from internal_rl.phases.controllers import run_controllers
+    from internal_rl.phases.data import run_data
+    from internal_rl.phases.discover import run_discover
+    from internal_rl.phases.pretrain import run_pretrain
+    from internal_rl.phases.probe import run_probe
+    from internal_rl.phases.rl import run_rl
+
+    data, model = root / "data", root / "pretrain"
+    dcfg = presets.data_config(preset, str(data))
+    dcfg.seed = seed
+    _cached(data / "data_stats.json", run_data, dcfg)
+    pcfg = presets.pretrain_config(preset, str(data), str(model))
+    pcfg.seed, pcfg.threads = seed, threads
+    pre = _cached(model / "results.json", run_pretrain, pcfg)
+    probe = _cached(root / "probe" / "probes.json", run_probe,
+                    presets.probe_config(preset, str(model), str(data), str(root / "probe")))
+    ccfg = presets.controllers_config(preset, str(model), str(data), str(root / "controllers"))
+    ccfg.seed = seed
+    ccfg.layers = ccfg.layers or presets.reproduce_controller_layers(preset, json.loads(
+        (model / "config.json").read_text())["model"])
+    ctrl = _cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
+    discover_dirs = {"internal": "discover", "raw": None, "beta1": "discover_beta1", "cotrained": "discover_cotrained"}
+    extra = {"internal": {}, "beta1": {"always_switch": True}, "cotrained": {"cotrain": True}}
+    seg = {}
+    for method in methods:
+        name = discover_dirs[method]
+        if name is not None:
+            dis = presets.discover_config(preset, str(model), str(data), str(root / name), seed=seed, **extra[method])
+            seg[method] = _cached(root / name / "segmentation.json", run_discover, dis)
+    rl = {}
+    for method in methods:
+        rcfg = presets.rl_config(preset, str(model), str(root / (discover_dirs[method] or "discover")),
+                                 str(root / f"rl_{method}"), method)
+        rcfg.seed = seed
+        rl[method] = _cached(root / f"rl_{method}" / "results.json", run_rl, rcfg)
+    return {"pretrain": pre, "probe": probe, "controllers": ctrl, "segmentation": seg, "rl": rl}
+
+
+def _iqr(x: list[float]) -> list[float]:
+    return [float(np.percentile(x, 25)), float(np.percentile(x, 75))]
+
+
+def summarise(per_seed: list[dict], methods: list[str], preset: str, wall: float) -> dict:
+    """Medians and IQRs over seeds for every method and the analysis figures."""
+    res: dict = {"preset": preset, "wall_seconds": wall, "seeds": len(per_seed), "methods": {}}
+    for m in methods:
+        finals = [s["rl"][m]["final_success"] for s in per_seed]
+        res["methods"][m] = {
+            "final_success_median": float(np.median(finals)),
+            "final_success_iqr": _iqr(finals),
+            "final_success_per_seed": finals,
+            "seeds": len(finals),
+            "episodes": int(np.median([s["rl"][m]["episodes"] for s in per_seed])),
+            "env_steps": int(np.median([s["rl"][m]["env_steps"] for s in per_seed])),
+        }
+    nll = [s["pretrain"]["heldout_action_nll"] for s in per_seed]
+    res["pretrain_heldout_action_nll_median"] = float(np.median(nll))
+    res["expert_entropy_nats"] = per_seed[0]["pretrain"].get("expert_entropy_nats")
+    probes = np.array([s["probe"]["test_accuracy"] for s in per_seed])
+    res["probe_test_accuracy_median_by_layer"] = np.median(probes, 0).tolist()
+    res["controllers_best_post_task_success"] = [s["controllers"]["best_post_task_success"] for s in per_seed]
+    for m in methods:
+        if m in per_seed[0]["segmentation"]:
+            f1 = [s["segmentation"][m]["f1"] for s in per_seed]
+            res.setdefault("segmentation_f1", {})[m] = {"median": float(np.median(f1)), "per_seed": f1}
+    return res
+
+
+def markdown_table(res: dict) -> str:
+    lines = [f"Preset `{res['preset']}`, {res['seeds']} seeds, {res['wall_seconds'] / 60:.1f} min wall.", "",
+             "| method | final success (median) | IQR (25–75%) | episodes | env steps |", "|---|---|---|---|---|"]
+    for m, r in res["methods"].items():
+        lo, hi = r["final_success_iqr"]
+        lines.append(f"| {m} | {r['final_success_median']:.3f} | {lo:.3f}–{hi:.3f} | {r['episodes']} | {r['env_steps']} |")
+    return "\n".join(lines) + "\n"
+
+
+def run_reproduce(cfg: ReproduceConfig) -> dict:
+    """The whole pipeline over `cfg.seeds` seeds; writes results.json, results.md and success curves."""
+    presets.check_preset(cfg.preset)
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    per_seed = []
+    for seed in range(cfg.seeds):
+        print(f"=== seed {seed} ===")
+        per_seed.append(run_seed(cfg.preset, out / f"seed{seed}", seed, cfg.methods, cfg.threads))
+    res = summarise(per_seed, cfg.methods, cfg.preset, time.time() - t0)
+    write_json(out / "results.json", res)
+    (out / "results.md").write_text(markdown_table(res))
+    from internal_rl.analysis.plots import plot_success_curves
+
+    plot_success_curves({m: [s["rl"][m]["curve"] for s in per_seed] for m in cfg.methods}, out / "success_curves.png")
+    print(markdown_table(res))
+    print(f"results written under {out.resolve()}")
+    return res

@@ -1,0 +1,152 @@
+import numpy as np
+import pytest
+import torch
+
+from internal_rl.control.metacontroller import MetaController, MetaControllerConfig
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
+from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, freeze
+from internal_rl.rl.option_env import OptionCore, OptionEnv
+from internal_rl.rl.policy import LatentPolicy, gaussian_logp
+from internal_rl.rl.ppo import (
+    clipped_surrogate,
+    collect_latent,
+    collect_raw,
+    episode_advantages,
+    latent_logp,
+    ppo_update,
+    raw_logp,
+)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    return freeze(SequenceModel(SequenceModelConfig(d_model=32, depth=2, n_heads=2, head_dim=16, mlp_hidden=64,
+                                                    encoder="grid", prev_action_input=True)))
+
+
+def tiny_mc(always_switch=False, seed=0):
+    torch.manual_seed(seed)
+    mc = MetaController(MetaControllerConfig(d_model=32, n_z=4, n_h=8, n_s=8, enc_hidden=16, dec_hidden=8, rank=4,
+                                             always_switch=always_switch))
+    with torch.no_grad():  # a switching unit that fires now and then
+        mc.switch_out.bias.fill_(-0.5)
+    return freeze(mc)
+
+
+def test_policy_parallel_matches_step_and_starts_at_prior():
+    torch.manual_seed(0)
+    pol = LatentPolicy(32, 4, width=16).double()
+    e = torch.randn(3, 7, 32, dtype=torch.float64)
+    mean, logstd = pol(e)
+    # zero-initialised head: N(0, I), the metacontroller's prior
+    assert torch.all(mean == 0) and torch.all(logstd == 0)
+    torch.nn.init.normal_(pol.head.weight, std=0.3)
+    mean, logstd = pol(e)
+    state = pol.initial_state(3)
+    for t in range(7):
+        m, s, state = pol.step(e[:, t], state)
+        torch.testing.assert_close(m, mean[:, t])
+        torch.testing.assert_close(s, logstd[:, t])
+
+
+def test_gaussian_logp_is_joint_density():
+    mean, logstd, z = torch.randn(5, 4), torch.randn(5, 4) * 0.3, torch.randn(5, 4)
+    ref = torch.distributions.Normal(mean, logstd.exp()).log_prob(z).sum(-1)
+    torch.testing.assert_close(gaussian_logp(z, mean, logstd), ref)
+
+
+def test_clipped_surrogate_reference():
+    logp, old = torch.randn(4, 3), torch.randn(4, 3)
+    adv = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
+    vals = []
+    for i in range(4):
+        for k in range(3):
+            if mask[i, k]:
+                r = float(torch.exp(logp[i, k] - old[i, k]))
+                vals.append(min(r * adv[i], min(max(r, 0.8), 1.2) * adv[i]))
+    assert clipped_surrogate(logp, old, adv, mask, 0.2).item() == pytest.approx(-np.mean(vals), rel=1e-5)
+    adv_n = episode_advantages(torch.tensor([0.0, 1.0, 1.0, 0.0]))
+    assert adv_n.mean().abs() < 1e-6 and adv_n[1] > 0
+
+
+@pytest.mark.parametrize("always_switch", [False, True])
+def test_option_core_decisions_follow_switch(always_switch):
+    model, mc = tiny_model(), tiny_mc(always_switch)
+    core = OptionCore(model, mc, layer=1, num_envs=8, seed=3)
+    pol = LatentPolicy(32, 4, width=16)
+    ro = collect_latent(core, pol, seed=5)
+    decisions = ro.mask.sum(1)
+    assert torch.all(decisions >= 1)
+    if always_switch:  # a decision at every primitive step
+        assert torch.equal(decisions, ro.env_steps)
+    else:
+        assert torch.all(decisions <= ro.env_steps)
+    # the stored log-probs are those the parallel policy pass recomputes
+    torch.testing.assert_close(latent_logp(pol, ro, torch.arange(8)).masked_fill(~ro.mask, 0),
+                               ro.old_logp.masked_fill(~ro.mask, 0), atol=1e-4, rtol=1e-4)
+
+
+def test_option_core_matches_manual_primitive_loop():
+    """The engine's β and e equal a hand-written Alg. 1 loop with the same sampled actions."""
+    model, mc = tiny_model(), tiny_mc()
+    core = OptionCore(model, mc, layer=1, num_envs=2, task=POST_TRAINING_TASK, seed=11)
+    e = core.reset(seed=11)
+    z = torch.randn(2, 4)
+    env = BatchedPinPad(2, seed=11)
+    obs = env.reset(POST_TRAINING_TASK, seed=11)
+    cache = model.new_cache(2, 100)
+    h = torch.zeros(2, 8)
+    e_ref = model.lower_step(torch.from_numpy(obs), cache, torch.full((2,), -1), 1)
+    torch.testing.assert_close(e, e_ref)
+    prev = None
+    for _ in range(5):
+        decide = torch.ones(2, dtype=torch.bool) if prev is None else torch.zeros(2, dtype=torch.bool)
+        _, done, need = core.advance(z, decide)
+        if done.any():
+            break
+        a = core.prev_action
+        with torch.no_grad():
+            model.upper_step(mc.decode(z).apply(e_ref), cache, 1)
+            obs, *_ = env.step(a.numpy())
+            h = mc.history_step(e_ref, h)
+            e_ref = model.lower_step(torch.from_numpy(obs), cache, a, 1)
+            beta = mc.switch(e_ref, h, z)
+        torch.testing.assert_close(core.e, e_ref)
+        assert torch.equal(need, beta >= 0.5)
+        prev = a
+
+
+def test_option_env_gymnasium_api():
+    model, mc = tiny_model(), tiny_mc()
+    env = OptionEnv(model, mc, layer=1)
+    obs, _ = env.reset(seed=0)
+    assert obs.shape == (32,) and obs.dtype == np.float32
+    total_steps, done = 0, False
+    while not done:
+        obs, r, term, trunc, info = env.step(np.zeros(4, np.float32))
+        assert info["primitive_steps"] >= 1
+        total_steps += info["primitive_steps"]
+        done = term or trunc
+    assert total_steps == int(env.core.env.step_count[0])
+    with pytest.raises(ValueError, match="entries"):
+        env.reset(seed=1)
+        env.step(np.zeros(3, np.float32))
+
+
+def test_ppo_step_changes_policy_and_raw_logp_matches():
+    model, mc = tiny_model(), tiny_mc()
+    pol = LatentPolicy(32, 4, width=16)
+    ro = collect_latent(OptionCore(model, mc, 1, 8, seed=1), pol, seed=2)
+    ro.returns = torch.arange(8, dtype=torch.float32)  # fake spread of returns so there is signal
+    before = [p.clone() for p in pol.parameters()]
+    opt = torch.optim.Adam(pol.parameters(), lr=1e-2)
+    ppo_update(lambda r, i: latent_logp(pol, r, i), list(pol.parameters()), opt, ro, 1, 2, 0.2, 1e-3, 1.0,
+               torch.Generator().manual_seed(0))
+    assert any(not torch.equal(a, b) for a, b in zip(before, pol.parameters()))
+    # raw rollouts: stored log-probs equal the full-sequence recomputation
+    raw = SequenceModel(model.config)
+    rr = collect_raw(raw, BatchedPinPad(4, seed=0), POST_TRAINING_TASK, seed=0)
+    with torch.no_grad():
+        lp = raw_logp(raw, rr, torch.arange(4))
+    torch.testing.assert_close(lp[rr.mask], rr.old_logp[rr.mask], atol=1e-4, rtol=1e-4)

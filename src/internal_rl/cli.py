@@ -22,6 +22,7 @@ commands:
   controllers  ground-truth controllers per layer, evaluated on the post-training task
   discover     train the metacontroller (self-supervised discovery of abstract actions)
   reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
+  sweep-alpha  rate–distortion sweep over the KL weight α, frozen vs co-trained base
   rl           RL on the post-training task: --method internal|raw|beta1|cotrained
 
 common options: --preset (default quick), --root DIR (run folders DIR/data, DIR/pretrain, ...)
@@ -70,6 +71,10 @@ def _defaults(cmd: str, preset: str, root: str):
         return presets.controllers_config(preset, model, data, f"{root}/controllers")
     if cmd == "discover":
         return presets.discover_config(preset, model, data, f"{root}/discover")
+    if cmd == "sweep_alpha":
+        from internal_rl.phases.sweep_alpha import SweepAlphaConfig
+
+        return SweepAlphaConfig(discover=presets.discover_config(preset, model, data, ""), out=f"{root}/sweep_alpha")
     if cmd == "rl":
         return presets.rl_config(preset, model, f"{root}/discover", f"{root}/rl")
     raise KeyError(cmd)
@@ -83,7 +88,7 @@ def _runner(cmd: str) -> Callable:
     return getattr(module, f"run_{cmd}")
 
 
-PHASES = ("data", "pretrain", "probe", "controllers", "discover", "rl")
+PHASES = ("data", "pretrain", "probe", "controllers", "discover", "sweep_alpha", "rl")
 
 
 def demo(args: list[str]) -> dict:
@@ -117,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return
-    cmd, rest = argv[0], argv[1:]
+    cmd, rest = argv[0].replace("-", "_"), argv[1:]
     if cmd == "demo":
         demo(rest)
         return

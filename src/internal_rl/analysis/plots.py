@@ -94,3 +94,29 @@ def plot_success_curves(curves: dict[str, list[list[dict]]], path: str | Path) -
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_rate_distortion(res: dict, path: str | Path) -> None:
+    """Rate (KL/step) vs distortion (action NLL/step) per α, and switches per episode vs α."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    for mode in ("frozen", "cotrained"):
+        rows = res.get(mode)
+        if not rows:
+            continue
+        kl, nll = [r["kl"] for r in rows], [r["nll"] for r in rows]
+        (line,) = axes[0].plot(kl, nll, "o-", label=f"{mode} base")
+        for r in rows:
+            axes[0].annotate(f"{r['alpha']:g}", (r["kl"], r["nll"]), fontsize=7, color=line.get_color())
+        axes[1].plot([r["alpha"] for r in rows], [r["switches_per_episode"] for r in rows], "o-",
+                     color=line.get_color(), label=f"{mode} base")
+        axes[1].axhline(rows[0]["subgoals_per_episode"], color="grey", ls="--")
+    axes[0].set_xlabel("rate: KL per step (nats)")
+    axes[0].set_ylabel("distortion: action NLL per step")
+    axes[1].set_xscale("symlog", linthresh=0.05)
+    axes[1].set_xlabel("α")
+    axes[1].set_ylabel("switches per episode (β > 0.5)")
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

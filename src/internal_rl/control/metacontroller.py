@@ -332,7 +332,7 @@ class MetaController(nn.Module):
             zero = torch.zeros((), dtype=e.dtype, device=e.device)
             beta = torch.where(mask, beta, zero)
             kl = torch.where(mask, kl, zero)
-            e_hat = torch.where(mask[:, :, None], e_hat, e)
+            e_hat = torch.where(mask[:, :, None], e_hat, e_in)  # padded: zeros, never NaN
             last = (mask.sum(dim=1) - 1).clamp_min(0)
             h_last = h[torch.arange(batch, device=e.device), last]
         else:

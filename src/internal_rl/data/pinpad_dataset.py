@@ -1,7 +1,7 @@
 """Expert demonstrations on gridworld-pinpad: the paper's datasets D (ε-noisy expert) and D* (ε=0).
 
 Both are ``generate_pinpad`` calls: episodes are rolled out in batches with ``BatchedPinPad`` and
-``ShortestPathExpert`` and stored as ``Trajectories`` with bit-packed observations.
+``ShortestPathExpert`` and stored as (flat, ragged) ``Trajectories`` with bit-packed observations.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ def generate_pinpad(num_episodes: int, eps: float = 0.0, tasks: Sequence[str] | 
     env_rng, expert_rng = np.random.default_rng(seeds[0]), np.random.default_rng(seeds[1])
     expert = ShortestPathExpert(eps)
     t_cap = cfg.max_steps
-    chunks = []  # per batch: (packed obs, actions, lengths, subgoals, tasks, success)
+    chunks = []  # per batch, flat: (packed obs, actions, lengths, subgoals, tasks, success)
     env: BatchedPinPad | None = None
     bar = tqdm(total=num_episodes, desc=f"pinpad eps={eps}", unit="ep", disable=not progress)
     done_eps = 0
@@ -66,26 +66,18 @@ def generate_pinpad(num_episodes: int, eps: float = 0.0, tasks: Sequence[str] | 
             obs, *_ = env.step(a)
             packed[live, t + 1] = np.packbits(obs[live] != 0, axis=-1)
             lengths[live] += 1
-        l_max = int(lengths.max())
-        chunks.append((packed[:, : l_max + 1], actions[:, :l_max], lengths, subgoals[:, :l_max], batch_tasks,
-                       env.success.copy()))
+        # Keep the chunk flat (ragged): o_0..o_length and a_0..a_{length-1} of each episode.
+        steps = np.arange(t_cap)[None, :] < lengths[:, None]
+        frames = np.arange(t_cap + 1)[None, :] <= lengths[:, None]
+        chunks.append((packed[frames], actions[steps], lengths, subgoals[steps], batch_tasks, env.success.copy()))
         done_eps += n
         bar.update(n)
     bar.close()
 
-    l_max = max(c[2].max() for c in chunks)
-    n_total = sum(len(c[2]) for c in chunks)
-    obs_all = np.zeros((n_total, l_max + 1, chunks[0][0].shape[-1]), dtype=np.uint8)
-    actions_all = np.zeros((n_total, l_max), dtype=np.int64)
-    subgoals_all = np.full((n_total, l_max), -1, dtype=np.int64)
-    start = 0
-    for c_obs, c_act, c_len, c_sub, _, _ in chunks:
-        stop = start + len(c_len)
-        obs_all[start:stop, : c_obs.shape[1]] = c_obs
-        actions_all[start:stop, : c_act.shape[1]] = c_act
-        subgoals_all[start:stop, : c_sub.shape[1]] = c_sub
-        start = stop
+    obs_all = np.concatenate([c[0] for c in chunks])
+    actions_all = np.concatenate([c[1] for c in chunks])
     lengths_all = np.concatenate([c[2] for c in chunks])
+    subgoals_all = np.concatenate([c[3] for c in chunks])
     tasks_all = [t for c in chunks for t in c[4]]
     success = np.concatenate([c[5] for c in chunks])
     meta = {

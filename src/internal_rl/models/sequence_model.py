@@ -132,11 +132,11 @@ class SequenceModel(nn.Module):
                 residuals.append(e)
         return e
 
-    def heads(self, e: Tensor) -> SequenceOutput:
-        """Action and next-observation heads on the final residual stream."""
+    def heads(self, e: Tensor, predict_obs: bool = True) -> SequenceOutput:
+        """Action and (unless predict_obs=False, as in rollouts) next-observation heads on the final stream."""
         h = self.ln_f(e)
         a = self.action_head(h)
-        obs_pred = self.obs_head(h) if self.obs_head is not None else None
+        obs_pred = self.obs_head(h) if self.obs_head is not None and predict_obs else None
         if self.config.discrete:
             return SequenceOutput(a, obs_pred)
         mean, logstd = a.chunk(2, dim=-1)
@@ -182,10 +182,11 @@ class SequenceModel(nn.Module):
         pa = None if prev_action_t is None else prev_action_t[:, None]
         return self.run_blocks(self.embed(obs_t[:, None], pa), 0, layer, cache)[:, 0]
 
-    def upper_step(self, e_t: Tensor, cache: KVCache, layer: int | None = None) -> SequenceOutput:
+    def upper_step(self, e_t: Tensor, cache: KVCache, layer: int | None = None,
+                   predict_obs: bool = True) -> SequenceOutput:
         """One step of the upper blocks and heads from e_t (B, D); outputs have shape (B, ·)."""
         layer = self.config.control_layer if layer is None else layer
-        out = self.heads(self.run_blocks(e_t[:, None], layer, self.config.depth, cache))
+        out = self.heads(self.run_blocks(e_t[:, None], layer, self.config.depth, cache), predict_obs)
         out.action_logits = out.action_logits[:, 0]
         out.obs_pred = None if out.obs_pred is None else out.obs_pred[:, 0]
         out.action_logstd = None if out.action_logstd is None else out.action_logstd[:, 0]

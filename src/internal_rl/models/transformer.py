@@ -74,12 +74,17 @@ class Attention(nn.Module):
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=False)
         self.rel_bias = nn.Embedding(num_buckets, n_heads)
 
-    def bias(self, q_pos: Tensor, k_pos: Tensor) -> Tensor:
-        """(heads, Tq, Tk) additive bias with −inf on future keys."""
-        dist = q_pos[:, None] - k_pos[None, :]
-        buckets = relative_position_bucket(dist, self.num_buckets, self.max_distance)
-        b = rearrange(self.rel_bias(buckets), "q k h -> h q k")
-        return b.masked_fill(dist < 0, float("-inf"))
+    def bias(self, q_start: int, n_q: int, n_k: int, device) -> Tensor:
+        """(heads, n_q, n_k) additive bias for queries at positions q_start.. over keys 0..n_k−1, −inf on future keys.
+
+        The per-head bias depends only on the distance, so it is looked up once per distance (a table of
+        n_k rows) and laid out by indexing, rather than bucketing every (query, key) pair.
+        """
+        buckets = relative_position_bucket(torch.arange(n_k, device=device), self.num_buckets, self.max_distance)
+        table = self.rel_bias(buckets)  # (n_k, heads): bias of distance d
+        dist = torch.arange(q_start, q_start + n_q, device=device)[:, None] - torch.arange(n_k, device=device)[None]
+        b = rearrange(table[dist.clamp(min=0)], "q k h -> h q k")
+        return b.masked_fill(dist < 0, float("-inf")) if n_q > 1 else b
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         """x: (B, T, D). With a cache, x holds the next T positions and the cache is extended in place."""
@@ -95,9 +100,7 @@ class Attention(nn.Module):
             cache.length[layer] = start + T
             k = cache.k[layer][:, :, : start + T]
             v = cache.v[layer][:, :, : start + T]
-        q_pos = torch.arange(start, start + T, device=x.device)
-        k_pos = torch.arange(0, start + T, device=x.device)
-        bias = self.bias(q_pos, k_pos).to(q.dtype)
+        bias = self.bias(start, T, start + T, x.device).to(q.dtype)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         return self.out(rearrange(y, "b h t d -> b t (h d)"))
 

@@ -56,6 +56,8 @@ class DiscoverConfig:
     gumbel_tau: float = 1.0
     always_switch: bool = False
     """β ≡ 1 ablation."""
+    embedder_dim: int = 64
+    """Width of the non-causal sequence embedder's Hawk (paper: not stated); e is projected to it first."""
     layer: int = -1
     """Control layer (−1: the model's default, L/2)."""
     cotrain: bool = False
@@ -76,7 +78,8 @@ class DiscoverConfig:
 
     def metacontroller_config(self, d_model: int) -> MetaControllerConfig:
         return MetaControllerConfig(d_model=d_model, n_z=self.n_z, rank=self.rank, full_rank=self.full_rank,
-                                    switch=self.switch, gumbel_tau=self.gumbel_tau, always_switch=self.always_switch)
+                                    switch=self.switch, gumbel_tau=self.gumbel_tau, always_switch=self.always_switch,
+                                    embedder_dim=self.embedder_dim)
 
 
 def save_metacontroller(mc: MetaController, folder: str | Path, layer: int) -> None:

@@ -67,7 +67,7 @@ class OptionCore:
         """
         self.z = torch.where(decide[:, None], z.to(self.dtype), self.z)
         e_hat = self.mc.decoder.control(self.e, self.z)
-        logits = self.model.upper_step(e_hat, self.cache, self.layer).action_logits
+        logits = self.model.upper_step(e_hat, self.cache, self.layer, predict_obs=False).action_logits
         a = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator)[:, 0]
         obs, reward, term, trunc, _ = self.env.step(a.numpy())
         self.h = self.mc.history_step(self.e, self.h)

@@ -46,7 +46,7 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
             e = model.lower_step(x, cache, prev if model.prev_action is not None else None, layer)
             if control is not None:
                 e = control(e, env)
-            out = model.upper_step(e, cache, layer)
+            out = model.upper_step(e, cache, layer, predict_obs=False)
             a = sample_actions(model, out.action_logits, g, greedy)
             obs, _, term, trunc, _ = env.step(a.numpy())
             prev = a

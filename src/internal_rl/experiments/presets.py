@@ -46,7 +46,8 @@ def pretrain_config(preset: str, data: str, out: str):
     model = model_config(preset)
     if preset == "smoke":
         return PretrainConfig(data=data, out=out, model=model, steps=30, batch_size=16, lr=1e-3,
-                              eval_every=30, eval_episodes=32, log_every=10, ckpt_every=30)
+                              eval_every=30, eval_episodes=32, log_every=10, ckpt_every=30,
+                              rollout_episodes=16)
     if preset == "quick":
         return PretrainConfig(data=data, out=out, model=model, steps=3000, batch_size=64, lr=1e-3,
                               lr_schedule="cosine", warmup_steps=100, obs_weight=0.01, eval_every=500)

@@ -73,6 +73,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=False)
         self.rel_bias = nn.Embedding(num_buckets, n_heads)
+        self._buckets = torch.zeros(0, dtype=torch.long)  # bucket of each distance, grown on demand
 
     def bias(self, q_start: int, n_q: int, n_k: int, device) -> Tensor:
         """(heads, n_q, n_k) additive bias for queries at positions q_start.. over keys 0..n_k−1, −inf on future keys.
@@ -80,8 +81,10 @@ class Attention(nn.Module):
         The per-head bias depends only on the distance, so it is looked up once per distance (a table of
         n_k rows) and laid out by indexing, rather than bucketing every (query, key) pair.
         """
-        buckets = relative_position_bucket(torch.arange(n_k, device=device), self.num_buckets, self.max_distance)
-        table = self.rel_bias(buckets)  # (n_k, heads): bias of distance d
+        if self._buckets.numel() < n_k or self._buckets.device != torch.device(device):
+            self._buckets = relative_position_bucket(torch.arange(max(n_k, 256), device=device), self.num_buckets,
+                                                     self.max_distance)
+        table = self.rel_bias(self._buckets[:n_k])  # (n_k, heads): bias of distance d
         dist = torch.arange(q_start, q_start + n_q, device=device)[:, None] - torch.arange(n_k, device=device)[None]
         b = rearrange(table[dist.clamp(min=0)], "q k h -> h q k")
         return b.masked_fill(dist < 0, float("-inf")) if n_q > 1 else b

@@ -85,8 +85,10 @@ def run_controllers(cfg: ControllersConfig) -> dict:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     base = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, seed=cfg.seed + 1)
+    base_pre = evaluate(model, None, cfg.eval_episodes, seed=cfg.seed + 2)
     res: dict = {"layers": layers, "post_task_success": [], "pretrain_task_success": [], "heldout_nll": [],
-                 "base_post_task_success": base["success"], "eval_episodes": cfg.eval_episodes}
+                 "base_post_task_success": base["success"], "base_pretrain_task_success": base_pre["success"],
+                 "eval_episodes": cfg.eval_episodes}
     for layer in layers:
         torch.manual_seed(cfg.seed + layer)
         dec = HyperDecoder(cfg.n_subgoals, model.config.d_model, cfg.hidden, cfg.rank, cfg.full_rank)

@@ -52,6 +52,8 @@ class PretrainConfig:
     """Clip the gradient norm (0 = off)."""
     eval_every: int = 500
     eval_episodes: int = 512
+    rollout_episodes: int = 256
+    """Episodes of free-running rollouts on the pretraining tasks at the end (success rate; 0 = skip)."""
     log_every: int = 50
     ckpt_every: int = 500
     seed: int = 0
@@ -165,8 +167,14 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         import json
 
         floor = json.loads(stats_path.read_text()).get("expert", {}).get("entropy_nats_per_step")
+    rollout = {"success": None}
+    if cfg.rollout_episodes > 0:
+        from internal_rl.rl.rollout import evaluate
+
+        rollout = evaluate(model, None, cfg.rollout_episodes, seed=cfg.seed + 12345)
     results = {
         "heldout_action_nll": final["action_nll"],
+        "pretrain_task_success": rollout["success"],
         "heldout_obs_nll": final["obs_nll"],
         "expert_entropy_nats": floor,
         "uniform_nll": math.log(model.config.n_actions) if model.config.discrete else None,

@@ -26,6 +26,8 @@ def test_pretrain_resume_continues_the_same_run(data_dir):
     cfg.steps, cfg.ckpt_every, cfg.log_every, cfg.progress = 20, 10, 10, False
     run_pretrain(cfg)
     w20 = SequenceModel.from_pretrained(out).state_dict()
+    with open(out / "metrics.csv", "a") as f:  # a row logged by a run that died after its last checkpoint
+        f.write("25,1.0,9.9,9.9,0.001,1.0\n")
     cfg.steps, cfg.resume = 30, True
     res = run_pretrain(cfg)
     assert res["steps"] == 30

@@ -59,10 +59,19 @@ def write_json(path: str | Path, data: Any) -> None:
 class MetricsLogger:
     """Append rows to metrics.csv and TensorBoard; survives resume (appends to the same files)."""
 
-    def __init__(self, folder: str | Path, tensorboard: bool = True):
+    def __init__(self, folder: str | Path, tensorboard: bool = True, resume_step: int | None = None):
+        """`resume_step`: drop rows logged after that step (by a run that died after its last checkpoint)."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.folder / "metrics.csv"
+        if resume_step is not None and self.csv_path.exists():
+            with open(self.csv_path) as f:
+                reader = csv.DictReader(f)
+                fields, rows = reader.fieldnames or [], [r for r in reader if float(r["step"]) <= resume_step]
+            with open(self.csv_path, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=fields)
+                w.writeheader()
+                w.writerows(rows)
         self.writer = None
         if tensorboard:
             try:

@@ -172,7 +172,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
             model.save_pretrained(out / "base")
         save_train_state(out, step, opt, extra={"rng": rng})
 
-    logger = MetricsLogger(out)
+    logger = MetricsLogger(out, resume_step=step if cfg.resume else None)
     bar = tqdm(total=cfg.steps, initial=step, desc="discover", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.time()
     while step < cfg.steps:

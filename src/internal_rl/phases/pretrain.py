@@ -122,7 +122,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         state = load_train_state(out, opt, sched)
         step = state["step"]
     write_json(out / "config.json", {"model": model.config, "pretrain": cfg})
-    logger = MetricsLogger(out)
+    logger = MetricsLogger(out, resume_step=step if cfg.resume else None)
     n_params = sum(p.numel() for p in model.parameters())
     bar = tqdm(total=cfg.steps, initial=step, desc="pretrain", disable=not cfg.progress, dynamic_ncols=True)
     t0, tokens, ema = time.time(), 0, None

@@ -129,7 +129,7 @@ def run_rl(cfg: RLConfig) -> dict:
         it, episodes, env_steps, curve = st["step"], *st["extra"]["counters"]
         g.set_state(st["extra"]["generator"])
     write_json(out / "config.json", {"rl": cfg})
-    logger = MetricsLogger(out)
+    logger = MetricsLogger(out, resume_step=it if cfg.resume else None)
     iterations = max(1, cfg.episodes // cfg.batch_size)
     bar = tqdm(total=iterations, initial=it, desc=f"rl[{cfg.method}]", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.time()

@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-OURS_PY = "/work/main/.venv/bin/python"
+OURS_PY = sys.executable  # run this script with the project venv
 THEIRS_PY = "/tmp/mcpt/bin/python"
 DIM, DIM_META, DIM_LATENT, STATE, ACTIONS, HEADS, DIM_HEAD = 128, 64, 32, 96, 4, 4, 32
 SINGLE_THREAD_ENV = {

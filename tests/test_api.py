@@ -15,12 +15,6 @@ from internal_rl.models.sequence_model import prev_actions_of
 S, K, DIM = 637, 4, 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def make_model(seed: int = 0, **kw) -> Transformer:

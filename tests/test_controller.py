@@ -6,16 +6,6 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from internal_rl.control.controller import ControlParams, HyperDecoder, apply_full, apply_low_rank
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 ops are slowest with several BLAS threads on a busy machine; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 DT = torch.float64
 
 

@@ -12,16 +12,6 @@ from internal_rl.control.metacontroller import (
     gaussian_kl,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 ops are slowest with several BLAS threads on a busy machine; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 DT = torch.float64
 D, T, BATCH = 12, 7, 3
 LENGTHS = [7, 4, 1]

@@ -52,3 +52,20 @@ def test_matches_loop_reference_with_padding():
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="must match"):
         segmentation_metrics(np.zeros((2, 3)), np.zeros((2, 4)), np.ones((2, 3), bool))
+
+
+def test_nll_by_colours_visited_counts_every_step_once():
+    import torch
+
+    from internal_rl.analysis.progress_nll import nll_by_colours_visited
+    from internal_rl.data.pinpad_dataset import generate_pinpad
+    from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig
+
+    data = generate_pinpad(20, eps=0.0, seed=0, progress=False)
+    torch.manual_seed(0)
+    model = SequenceModel(SequenceModelConfig(d_model=16, depth=1, n_heads=1, head_dim=16, mlp_hidden=16))
+    rows = nll_by_colours_visited(model, data, max_visits=7)
+    # pretraining tasks visit 6 colours; the last visit ends the episode, so steps see 0..5 visits
+    assert [r["colours_visited"] for r in rows] == [0, 1, 2, 3, 4, 5]
+    assert sum(r["steps"] for r in rows) == int(data.lengths.sum())
+    assert all(r["nll"] > 0 for r in rows)

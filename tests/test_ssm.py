@@ -12,16 +12,6 @@ from internal_rl.models.ssm import (
     linear_scan,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny float64 ops are slowest with several BLAS threads on a busy machine; restore afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 DT = torch.float64
 
 

@@ -14,36 +14,34 @@ def _plt():
     return plt
 
 
-def plot_probes(res: dict, path: str | Path) -> None:
-    """Probe accuracy by layer (train and held-out) with the majority-class baseline."""
+def _by_layer(x: list, series: list[tuple[list, str, str]], baseline: tuple[float, str], xlabel: str, ylabel: str,
+              path: str | Path) -> None:
+    """A small 0–1 line plot: one line per (values, marker, label) plus a dashed baseline."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(res["layers"], res["train_accuracy"], "o-", label="train")
-    ax.plot(res["layers"], res["test_accuracy"], "s-", label="held-out")
-    ax.axhline(res["majority_baseline"], color="grey", ls="--", label="majority class")
-    ax.set_xlabel("layer (0 = embedding)")
-    ax.set_ylabel("subgoal probe accuracy")
+    for values, marker, label in series:
+        ax.plot(x, values, marker, label=label)
+    ax.axhline(baseline[0], color="grey", ls="--", label=baseline[1])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_probes(res: dict, path: str | Path) -> None:
+    """Probe accuracy by layer (train and held-out) with the majority-class baseline."""
+    _by_layer(res["layers"], [(res["train_accuracy"], "o-", "train"), (res["test_accuracy"], "s-", "held-out")],
+              (res["majority_baseline"], "majority class"), "layer (0 = embedding)", "subgoal probe accuracy", path)
 
 
 def plot_controllers(res: dict, path: str | Path) -> None:
     """Ground-truth controller success by control layer (post-training and pretraining tasks)."""
-    plt = _plt()
-    fig, ax = plt.subplots(figsize=(4.5, 3.2))
-    ax.plot(res["layers"], res["post_task_success"], "o-", label="post-training task")
-    ax.plot(res["layers"], res["pretrain_task_success"], "s-", label="pretraining tasks")
-    ax.axhline(res["base_post_task_success"], color="grey", ls="--", label="no controller (post task)")
-    ax.set_xlabel("control layer")
-    ax.set_ylabel("success rate")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    _by_layer(res["layers"], [(res["post_task_success"], "o-", "post-training task"),
+                              (res["pretrain_task_success"], "s-", "pretraining tasks")],
+              (res["base_post_task_success"], "no controller (post task)"), "control layer", "success rate", path)
 
 
 def plot_switching(arrays: dict, path: str | Path, episodes: int = 6) -> None:

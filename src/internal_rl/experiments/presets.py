@@ -33,7 +33,7 @@ def data_config(preset: str, out: str):
     from internal_rl.phases.data import DataConfig
 
     check_preset(preset)
-    sizes = {"smoke": (300, 200), "quick": (20000, 5000), "paper": (600000, 100000)}[preset]
+    sizes = {"smoke": (300, 200), "quick": (200_000, 5000), "paper": (600_000, 100_000)}[preset]
     stats = {"smoke": 1000, "quick": 2000, "paper": 10000}[preset]
     return DataConfig(out=out, num_episodes=sizes[0], num_episodes_star=sizes[1], stats_episodes=stats,
                       progress=preset != "smoke")
@@ -49,8 +49,9 @@ def pretrain_config(preset: str, data: str, out: str):
                               eval_every=30, eval_episodes=32, log_every=10, ckpt_every=30,
                               rollout_episodes=16)
     if preset == "quick":
-        return PretrainConfig(data=data, out=out, model=model, steps=3000, batch_size=64, lr=1e-3,
-                              lr_schedule="cosine", warmup_steps=100, obs_weight=0.01, eval_every=500)
+        return PretrainConfig(data=data, out=out, model=model, steps=8000, batch_size=64, lr=1e-3,
+                              lr_schedule="cosine", warmup_steps=100, obs_weight=0.01, eval_every=1000,
+                              ckpt_every=1000)
     return PretrainConfig(data=data, out=out, model=model, steps=256_000, batch_size=1024, lr=3e-4,
                           weight_decay=0.03, obs_weight=0.01, eval_every=5000, ckpt_every=5000, grad_clip=0.0)
 

@@ -37,6 +37,9 @@ def run_probe(cfg: ProbeConfig) -> dict:
     res = probe_layers(model, Trajectories.load(data / "D_star"), Trajectories.load(data / "D_star_heldout"),
                        cfg.n_classes, cfg.max_episodes, cfg.steps, cfg.seed)
     res["model"] = cfg.model
+    from internal_rl.analysis.progress_nll import nll_by_colours_visited
+
+    res["heldout_nll_by_colours_visited"] = nll_by_colours_visited(model, Trajectories.load(data / "D_heldout"))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "probes.json", res)

@@ -1,0 +1,35 @@
+"""Held-out action NLL split by task progress: how many colours the agent has visited so far.
+
+In gridworld-pinpad the target after visiting one colour of a pair is fully determined (its partner),
+so a model that has learned in-context subgoal inference has a much lower NLL there than before the
+first colour of a pair (where the next pair is genuinely ambiguous). A flat profile means the model
+navigates "to some colour" without using the history.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from internal_rl.data.trajectories import Trajectories
+from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
+
+
+@torch.no_grad()
+def nll_by_colours_visited(model: SequenceModel, data: Trajectories, episodes: int = 1000, grid: int = 7,
+                           n_colors: int = 8, max_visits: int = 6) -> list[dict]:
+    """[{colours_visited: k, steps, nll}] over valid steps of the first `episodes` held-out episodes."""
+    model.eval()
+    b = data.batch(np.arange(min(episodes, len(data))))
+    T = b["actions"].shape[1]
+    pa = prev_actions_of(b["actions"]) if model.prev_action is not None else None
+    nll = -model.action_logp(model(b["obs"][:, :T], pa), b["actions"])
+    cells = b["obs"][:, :T].reshape(b["obs"].shape[0], T, grid * grid, -1)  # (row·col, channel); agent last
+    on_colour = torch.einsum("btc,btck->btk", cells[..., -1], cells[..., :n_colors]).sum(-1) > 0
+    visited = torch.cumsum(on_colour.long(), 1)
+    rows = []
+    for k in range(max_visits):
+        sel = b["mask"] & (visited == k)
+        if sel.any():
+            rows.append({"colours_visited": k, "steps": int(sel.sum()), "nll": float(nll[sel].mean())})
+    return rows

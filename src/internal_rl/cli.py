@@ -24,6 +24,7 @@ commands:
   reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
   sweep-alpha  rate–distortion sweep over the KL weight α, frozen vs co-trained base
   rl           RL on the post-training task: --method internal|raw|beta1|cotrained
+  babyai       BabyAI (minigrid) bot demos → pretrain → discover → internal RL (GRPO, ES): --preset smoke|quick --out DIR
 
 common options: --preset (default quick), --root DIR (run folders DIR/data, DIR/pretrain, ...)
 
@@ -113,6 +114,8 @@ def demo(args: list[str]) -> dict:
     print(f"\nheld-out action NLL {res['heldout_action_nll']:.3f} nats/step "
           f"(expert entropy floor {res['expert_entropy_nats']})")
     print("probe accuracy by layer (held-out): " + ", ".join(f"{a:.2f}" for a in probe["test_accuracy"]))
+    print("held-out NLL by colours visited so far (odd counts: the target is the pair partner): "
+          + ", ".join(f"{r['colours_visited']}: {r['nll']:.3f}" for r in probe["heldout_nll_by_colours_visited"]))
     print(f"results written under {root.resolve()}")
     return {"pretrain": res, "probe": probe}
 
@@ -132,6 +135,16 @@ def main(argv: list[str] | None = None) -> None:
         from internal_rl.experiments.reproduce import ReproduceConfig, run_reproduce
 
         run_reproduce(tyro.cli(ReproduceConfig, args=rest, prog="internal-rl reproduce"))
+        return
+    if cmd == "babyai":
+        import tyro
+
+        from internal_rl.phases.babyai import BabyAIConfig, babyai_preset, run_babyai
+
+        preset, rest = _pop_flag(rest, "preset", "quick")
+        root, rest = _pop_flag(rest, "root", "")
+        default = babyai_preset(preset, root or None)
+        run_babyai(tyro.cli(BabyAIConfig, default=default, args=rest, prog="internal-rl babyai"))
         return
     if cmd in PHASES:
         _phase(lambda preset, root: _defaults(cmd, preset, root), _runner(cmd), rest, cmd)

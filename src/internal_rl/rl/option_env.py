@@ -30,9 +30,13 @@ class OptionCore:
 
     def __init__(self, model: SequenceModel, mc: MetaController, layer: int, num_envs: int,
                  task: str | None = POST_TRAINING_TASK, env_config: PinPadConfig | None = None,
-                 seed: int | None = None, beta_threshold: float | None = None):
+                 seed: int | None = None, beta_threshold: float | None = None, env: Any = None):
+        """`env`: a batched env with BatchedPinPad's interface (e.g. envs.babyai.BatchedBabyAI) to use
+        instead of a new BatchedPinPad; its num_envs must equal `num_envs`, and `task` is passed to its reset."""
         self.model, self.mc, self.layer = model.eval(), mc.eval(), layer
-        self.env = BatchedPinPad(num_envs, env_config, seed=seed)
+        if env is not None and env.num_envs != num_envs:
+            raise ValueError(f"env has {env.num_envs} episodes but num_envs is {num_envs}")
+        self.env = env if env is not None else BatchedPinPad(num_envs, env_config, seed=seed)
         self.task = task
         self.n = num_envs
         self.threshold = mc.config.beta_threshold if beta_threshold is None else beta_threshold

@@ -10,14 +10,13 @@ import argparse
 import statistics
 import time
 
-import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from internal_rl.data.pinpad_dataset import generate_pinpad
 from internal_rl.experiments.presets import model_config, pretrain_config
 from internal_rl.models.sequence_model import SequenceModel
-from internal_rl.phases.pretrain import length_bucketed_batches, make_optimizer
+from internal_rl.phases.pretrain import length_bucketed_batch, make_optimizer
 
 
 def main() -> None:

@@ -150,3 +150,16 @@ def test_ppo_step_changes_policy_and_raw_logp_matches():
     with torch.no_grad():
         lp = raw_logp(raw, rr, torch.arange(4))
     torch.testing.assert_close(lp[rr.mask], rr.old_logp[rr.mask], atol=1e-4, rtol=1e-4)
+
+
+def test_dropping_finished_episodes_changes_nothing():
+    """Compaction of the lockstep batch gives exactly the trajectories of the uncompacted engine."""
+    model, mc = tiny_model(), tiny_mc()
+    pol = LatentPolicy(32, 4, width=16)
+    ros = [collect_latent(OptionCore(model, mc, 1, 16, seed=4, compact=c), pol, seed=9) for c in (True, False)]
+    a, b = ros
+    assert torch.equal(a.env_steps, b.env_steps) and torch.equal(a.success, b.success)
+    assert torch.equal(a.mask, b.mask)
+    torch.testing.assert_close(a.inputs[a.mask], b.inputs[b.mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.old_logp[a.mask], b.old_logp[b.mask], atol=1e-5, rtol=1e-5)
+    assert len(set(a.env_steps.tolist())) > 1  # episodes of different lengths, so compaction happened

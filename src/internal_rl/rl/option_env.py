@@ -30,9 +30,11 @@ class OptionCore:
 
     def __init__(self, model: SequenceModel, mc: MetaController, layer: int, num_envs: int,
                  task: str | None = POST_TRAINING_TASK, env_config: PinPadConfig | None = None,
-                 seed: int | None = None, beta_threshold: float | None = None, env: Any = None):
+                 seed: int | None = None, beta_threshold: float | None = None, env: Any = None,
+                 compact: bool = True):
         """`env`: a batched env with BatchedPinPad's interface (e.g. envs.babyai.BatchedBabyAI) to use
-        instead of a new BatchedPinPad; its num_envs must equal `num_envs`, and `task` is passed to its reset."""
+        instead of a new BatchedPinPad; its num_envs must equal `num_envs`, and `task` is passed to its reset.
+        `compact`: drop finished episodes from the model batch (same trajectories, less work)."""
         self.model, self.mc, self.layer = model.eval(), mc.eval(), layer
         if env is not None and env.num_envs != num_envs:
             raise ValueError(f"env has {env.num_envs} episodes but num_envs is {num_envs}")
@@ -43,6 +45,7 @@ class OptionCore:
         self.always_switch = mc.config.always_switch
         self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
         self.dtype = next(model.parameters()).dtype
+        self.compact = compact
 
     @torch.no_grad()
     def reset(self, seed: int | None = None) -> Tensor:
@@ -51,6 +54,7 @@ class OptionCore:
             self.generator.manual_seed(seed)
         obs = self.env.reset(self.task, seed=seed)
         self.cache = self.model.new_cache(self.n, self.env.config.max_steps)
+        self.rows = torch.arange(self.n)  # episodes the model still runs (the cache holds these rows)
         self.prev_action = torch.full((self.n,), -1, dtype=torch.long)
         self.e = self._lower(obs)
         self.h = self.mc.initial_state(self.n, dtype=self.dtype).h
@@ -60,32 +64,47 @@ class OptionCore:
         return self.e
 
     def _lower(self, obs: np.ndarray) -> Tensor:
-        pa = self.prev_action if self.model.prev_action is not None else None
-        return self.model.lower_step(torch.from_numpy(obs).to(self.dtype), self.cache, pa, self.layer)
+        r = self.rows
+        pa = self.prev_action[r] if self.model.prev_action is not None else None
+        return self.model.lower_step(torch.from_numpy(obs[r.numpy()]).to(self.dtype), self.cache, pa, self.layer)
 
     @torch.no_grad()
     def advance(self, z: Tensor, decide: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """One primitive step. Rows in `decide` adopt their new code z; returns (reward, done, need) (N,).
 
-        `need[i]` says episode i's switch fired at its new e (it wants a new z at the next call).
+        `need[i]` says episode i's switch fired at its new e (it wants a new z at the next call). Once half
+        of the running episodes have ended, the finished ones are dropped from the batch (and the KV cache),
+        so a few long episodes do not keep the whole batch busy.
         """
         self.z = torch.where(decide[:, None], z.to(self.dtype), self.z)
-        e_hat = self.mc.decoder.control(self.e, self.z)
+        r = self.rows
+        e_hat = self.mc.decoder.control(self.e[r], self.z[r])
         logits = self.model.upper_step(e_hat, self.cache, self.layer, predict_obs=False).action_logits
-        a = torch.multinomial(torch.softmax(logits.float(), -1), 1, generator=self.generator)[:, 0]
+        # inverse-CDF sampling with one uniform per episode (not per running row), so the random stream
+        # and hence every trajectory is the same whether or not finished episodes were dropped
+        u = torch.rand(self.n, generator=self.generator)[r]
+        cdf = torch.cumsum(torch.softmax(logits.float(), -1), -1)
+        a_r = (cdf < u[:, None]).sum(-1).clamp(max=logits.shape[-1] - 1)
+        a = torch.zeros(self.n, dtype=torch.long)
+        a[r] = a_r
         obs, reward, term, trunc, _ = self.env.step(a.numpy())
-        self.h = self.mc.history_step(self.e, self.h)
-        self.prev_action = a
+        self.h[r] = self.mc.history_step(self.e[r], self.h[r])
+        self.prev_action[r] = a_r
         self.done = torch.from_numpy(term | trunc)
-        if bool(self.done.all()):
-            self.need = torch.zeros(self.n, dtype=torch.bool)
-        else:
-            self.e = self._lower(obs)
+        self.need = torch.zeros(self.n, dtype=torch.bool)
+        if not bool(self.done.all()):
+            alive = ~self.done[r]
+            if self.compact and int(alive.sum()) <= len(r) // 2:
+                keep = alive.nonzero()[:, 0]
+                self.cache = self.cache.index_select(keep)
+                self.rows = r = r[keep]
+            e_r = self._lower(obs)
+            self.e[r] = e_r
             if self.always_switch:
-                beta = torch.ones(self.n, dtype=self.dtype)
+                beta = torch.ones(len(r), dtype=self.dtype)
             else:
-                beta = self.mc.switch(self.e, self.h, self.z)
-            self.need = (beta >= self.threshold) & ~self.done
+                beta = self.mc.switch(e_r, self.h[r], self.z[r])
+            self.need[r] = (beta >= self.threshold) & ~self.done[r]
         return torch.from_numpy(reward), self.done, self.need
 
     @property

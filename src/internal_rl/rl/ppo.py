@@ -19,7 +19,7 @@ from torch import Tensor
 from internal_rl.envs.pinpad import BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
 from internal_rl.rl.option_env import OptionCore
-from internal_rl.rl.policy import LatentPolicy, gaussian_logp, select_state
+from internal_rl.rl.policy import LatentPolicy, gaussian_logp
 
 
 @dataclass
@@ -71,16 +71,19 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     rows = torch.arange(n)
     z = torch.zeros(n, policy.n_z)
     while not bool(core.done.all()):
-        if bool(need.any()):
-            mean, logstd, new_state = policy.step(core.e.float(), state)
-            z_new = mean + logstd.exp() * torch.randn(mean.shape, generator=g)
+        if bool(need.any()):  # only episodes whose switch fired make a decision (and advance the policy)
             r = rows[need]
-            E[r, K[r]] = core.e[r].float()
-            Z[r, K[r]] = z_new[r]
-            LP[r, K[r]] = gaussian_logp(z_new[r], mean[r], logstd[r])
+            e_r = core.e[r].float()
+            mean, logstd, new_sub = policy.step(e_r, [type(s)(*(t[r] for t in s)) for s in state])
+            z_r = mean + logstd.exp() * torch.randn(mean.shape, generator=g)
+            for s, ns in zip(state, new_sub):
+                for t, nt in zip(s, ns):
+                    t[r] = nt
+            E[r, K[r]] = e_r
+            Z[r, K[r]] = z_r
+            LP[r, K[r]] = gaussian_logp(z_r, mean, logstd)
             K[r] += 1
-            state = select_state(need, new_state, state)
-            z = torch.where(need[:, None], z_new, z)
+            z[r] = z_r
         reward, _, need = core.advance(z, need)
         returns += reward
     kmax = max(int(K.max()), 1)

@@ -163,3 +163,23 @@ def test_dropping_finished_episodes_changes_nothing():
     torch.testing.assert_close(a.inputs[a.mask], b.inputs[b.mask], atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(a.old_logp[a.mask], b.old_logp[b.mask], atol=1e-5, rtol=1e-5)
     assert len(set(a.env_steps.tolist())) > 1  # episodes of different lengths, so compaction happened
+
+
+def test_discovery_step_leaves_the_frozen_base_untouched():
+    """Frozen means frozen: no grad on any base parameter, bit-identical after optimiser steps."""
+    from internal_rl.data.pinpad_dataset import generate_pinpad
+    from internal_rl.phases.discover import discovery_step
+
+    model, data = tiny_model(), generate_pinpad(8, eps=0.0, seed=0, progress=False)
+    torch.manual_seed(0)
+    mc = MetaController(MetaControllerConfig(d_model=32, n_z=4, n_h=8, n_s=8, enc_hidden=16, dec_hidden=8, rank=4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.AdamW(mc.parameters(), lr=1e-2)
+    for _ in range(3):
+        loss, _ = discovery_step(model, mc, data.batch(np.arange(8)), layer=1, alpha=0.1)
+        opt.zero_grad()
+        loss["loss"].backward()
+        assert all(p.grad is None for p in model.parameters())
+        assert mc.encoder[0].weight.grad is not None and mc.switch_in.weight.grad is not None
+        opt.step()
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -196,7 +196,8 @@ def run_discover(cfg: DiscoverConfig) -> dict:
         checkpoint()
     if before is not None:  # frozen means frozen: the base is bit-identical
         after = model.state_dict()
-        assert all(torch.equal(before[k], after[k]) for k in before), "base model changed during discovery"
+        if not all(torch.equal(before[k], after[k]) for k in before):
+            raise RuntimeError("the frozen base model changed during discovery")
     seg, arrays = evaluate_segmentation(model, mc, heldout, layer, cfg.eval_episodes, cfg.alpha)
     seg.update(alpha=cfg.alpha, cotrain=cfg.cotrain, always_switch=cfg.always_switch, layer=layer, steps=step)
     write_json(out / "segmentation.json", seg)

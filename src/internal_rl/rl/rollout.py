@@ -19,7 +19,7 @@ StepControl = Callable[[Tensor, BatchedPinPad], Tensor]
 """control(e_t (N, D), env) -> ê_t: may read the env's ground-truth state (for oracle controllers)."""
 
 
-def sample_actions(model: SequenceModel, logits: Tensor, generator: torch.Generator | None,
+def sample_actions(logits: Tensor, generator: torch.Generator | None,
                    greedy: bool = False) -> Tensor:
     """Sample (or argmax) discrete actions from logits (N, A)."""
     if greedy:
@@ -47,7 +47,7 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
             if control is not None:
                 e = control(e, env)
             out = model.upper_step(e, cache, layer, predict_obs=False)
-            a = sample_actions(model, out.action_logits, g, greedy)
+            a = sample_actions(out.action_logits, g, greedy)
             obs, _, term, trunc, _ = env.step(a.numpy())
             prev = a
             if np.all(term | trunc):

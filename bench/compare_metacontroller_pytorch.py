@@ -15,7 +15,7 @@ Setup (a separate venv; torch first so that no CUDA build is pulled; it also pul
 
     python3 -m venv /tmp/mcpt && /tmp/mcpt/bin/pip install torch==2.13.0 metacontroller-pytorch==0.3.3
 
-Run: ``.venv/bin/python bench/compare_metacontroller_pytorch.py [--reps 5] [--quick]``.
+Run: ``.venv/bin/python bench/compare_metacontroller_pytorch.py [--reps 5] [--T 64 128 256]``.
 Goals: discovery ≥ 3× faster, rollout step ≥ 10× faster, peak memory ≤ half of theirs.
 """
 
@@ -55,13 +55,6 @@ def _build(impl: str):
                             upper_body=dict(depth=2), heads=HEADS, dim_head=DIM_HEAD, ff_mult=4.0)
         mc = MetaController(DIM, dim_meta_controller=DIM_META, dim_latent=DIM_LATENT)
 
-        def discovery(state, actions):
-            return sum(model(state, actions, meta_controller=mc, discovery_phase=True))
-
-        def record(cache):
-            m = cache.prev_hiddens.meta_controller
-            return m.input_residual_stream, mc.log_prob(m.action_dist, m.actions), m.actions, m.switch_beta
-
         def policy_loss(states, old, z, adv, betas):
             return mc.policy_loss(states, old, z, adv, betas)
 
@@ -75,17 +68,18 @@ def _build(impl: str):
                             upper_body=dict(block))
         mc = MetaController(DIM, dim_meta_controller=DIM_META, dim_latent=DIM_LATENT)
 
-        def discovery(state, actions):
-            return sum(model(state, actions, meta_controller=mc, discovery_phase=True))
-
-        def record(cache):
-            m = cache.prev_hiddens.meta_controller
-            return m.input_residual_stream, mc.log_prob(m.action_dist, m.actions), m.actions, m.switch_beta
-
         def policy_loss(states, old, z, adv, betas):
             return mc.policy_loss(states, old, z, adv, mask=betas)
 
         stack = lambda xs: torch.cat(xs, 1)  # noqa: E731  (per-step records are (B, 1, ·))
+
+    def discovery(state, actions):
+        return sum(model(state, actions, meta_controller=mc, discovery_phase=True))
+
+    def record(cache):
+        m = cache.prev_hiddens.meta_controller
+        return m.input_residual_stream, mc.log_prob(m.action_dist, m.actions), m.actions, m.switch_beta
+
     return model, mc, discovery, record, policy_loss, stack
 
 

@@ -21,24 +21,14 @@ import numpy as np
 import torch
 
 from internal_rl import MetaController, Transformer
-from internal_rl.envs.pinpad import POST_TRAINING_TASK, PRETRAINING_TASKS, BatchedPinPad
-from internal_rl.experts.pinpad_expert import ShortestPathExpert
+from internal_rl.data.pinpad_dataset import generate_pinpad
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
 
 
 def expert_batch(n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """n expert episodes as padded (state (B, T, 637), actions (B, T), mask (B, T))."""
-    env = BatchedPinPad(n, seed=int(rng.integers(2**31)))
-    obs = env.reset(list(rng.choice(PRETRAINING_TASKS, n)))
-    expert = ShortestPathExpert()
-    states, actions, alive = [], [], []
-    while not env.done.all():
-        a = expert.act(env, rng)
-        states.append(obs)
-        actions.append(a)
-        alive.append(~env.done)
-        obs, *_ = env.step(a)
-    return (torch.from_numpy(np.stack(states, 1)), torch.from_numpy(np.stack(actions, 1)),
-            torch.from_numpy(np.stack(alive, 1)))
+    b = generate_pinpad(n, eps=0.0, seed=int(rng.integers(2**31)), progress=False).batch(np.arange(n))
+    return b["obs"][:, :-1], b["actions"], b["mask"]
 
 
 @torch.no_grad()

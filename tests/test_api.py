@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from internal_rl import MetaController, Transformer
-from internal_rl.envs.pinpad import POST_TRAINING_TASK, PRETRAINING_TASKS, BatchedPinPad, PinPadConfig
-from internal_rl.experts.pinpad_expert import ShortestPathExpert
+from internal_rl.data.pinpad_dataset import generate_pinpad
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, PinPadConfig
 from internal_rl.models.sequence_model import prev_actions_of
 
 S, K, DIM = 637, 4, 32
@@ -45,19 +45,8 @@ def randomize_policy_head(mc: MetaController, seed: int = 2) -> None:
 
 def expert_demos(n: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Expert episodes on pretraining tasks as padded (state (B,T,S), actions (B,T), mask (B,T))."""
-    env = BatchedPinPad(n, seed=seed)
-    rng = np.random.default_rng(seed)
-    obs = env.reset([PRETRAINING_TASKS[i % len(PRETRAINING_TASKS)] for i in range(n)])
-    expert = ShortestPathExpert()
-    states, actions, alive = [], [], []
-    while not env.done.all():
-        a = expert.act(env, rng)
-        states.append(obs)
-        actions.append(a)
-        alive.append(~env.done)
-        obs, *_ = env.step(a)
-    mask = torch.from_numpy(np.stack(alive, 1))
-    return torch.from_numpy(np.stack(states, 1)), torch.from_numpy(np.stack(actions, 1)), mask
+    b = generate_pinpad(n, eps=0.0, seed=seed, progress=False).batch(np.arange(n))
+    return b["obs"][:, :-1], b["actions"], b["mask"]
 
 
 def rollout(model: Transformer, mc: MetaController, n: int = 6, max_steps: int = 16, seed: int = 0):

@@ -31,7 +31,7 @@ def test_relative_buckets():
     assert torch.all(b[1:] >= b[:-1])  # monotone in distance
 
 
-@pytest.mark.parametrize("encoder", ["linear", "grid"])
+@pytest.mark.parametrize("encoder", ["linear", "grid", "nav"])
 @pytest.mark.parametrize("prev_action", [False, True])
 def test_kv_cache_matches_full_forward(encoder, prev_action):
     m = tiny(encoder=encoder, prev_action_input=prev_action).eval()

@@ -116,6 +116,8 @@ def demo(args: list[str]) -> dict:
     print("probe accuracy by layer (held-out): " + ", ".join(f"{a:.2f}" for a in probe["test_accuracy"]))
     print("held-out NLL by colours visited so far (odd counts: the target is the pair partner): "
           + ", ".join(f"{r['colours_visited']}: {r['nll']:.3f}" for r in probe["heldout_nll_by_colours_visited"]))
+    print(f"within-pair NLL: {probe['heldout_within_pair_nll']:.3f} held-out, "
+          f"{probe['post_task_within_pair_nll']:.3f} on the post-training task (after unseen transitions)")
     print(f"results written under {root.resolve()}")
     return {"pretrain": res, "probe": probe}
 

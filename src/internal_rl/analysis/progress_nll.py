@@ -4,6 +4,12 @@ In gridworld-pinpad the target after visiting one colour of a pair is fully dete
 so a model that has learned in-context subgoal inference has a much lower NLL there than before the
 first colour of a pair (where the next pair is genuinely ambiguous). A flat profile means the model
 navigates "to some colour" without using the history.
+
+`post_task_nll_by_colours_visited` asks the same question on expert episodes of the post-training
+task, whose pair-to-pair transitions never occur in pretraining: a low NLL at odd counts there means
+the model applies the within-pair rule ("go to the partner of the colour just visited") even after an
+unseen transition, a cheap teacher-forced sign of the compositional structure that ground-truth
+controllers need (docs/RESULTS.md). High NLL at even counts is expected (the next pair is novel).
 """
 
 from __future__ import annotations
@@ -33,3 +39,19 @@ def nll_by_colours_visited(model: SequenceModel, data: Trajectories, episodes: i
         if sel.any():
             rows.append({"colours_visited": k, "steps": int(sel.sum()), "nll": float(nll[sel].mean())})
     return rows
+
+
+@torch.no_grad()
+def post_task_nll_by_colours_visited(model: SequenceModel, episodes: int = 400, seed: int = 123) -> list[dict]:
+    """`nll_by_colours_visited` on fresh expert episodes of the post-training task (12 colours)."""
+    from internal_rl.data.pinpad_dataset import generate_pinpad
+    from internal_rl.envs.pinpad import POST_TRAINING_TASK
+
+    post = generate_pinpad(episodes, tasks=[POST_TRAINING_TASK], seed=seed, progress=False)
+    return nll_by_colours_visited(model, post, episodes=episodes, max_visits=12)
+
+
+def within_pair_mean(rows: list[dict]) -> float:
+    """Step-weighted mean NLL over odd colour counts (the target is the pair partner)."""
+    odd = [r for r in rows if r["colours_visited"] % 2 == 1]
+    return sum(r["nll"] * r["steps"] for r in odd) / max(1, sum(r["steps"] for r in odd))

@@ -62,7 +62,8 @@ def probe_config(preset: str, model: str, data: str, out: str):
     check_preset(preset)
     steps = {"smoke": 20, "quick": 500, "paper": 8000}[preset]
     episodes = {"smoke": 50, "quick": 2000, "paper": 10000}[preset]
-    return ProbeConfig(model=model, data=data, out=out, steps=steps, max_episodes=episodes)
+    post = {"smoke": 20, "quick": 400, "paper": 2000}[preset]
+    return ProbeConfig(model=model, data=data, out=out, steps=steps, max_episodes=episodes, post_task_episodes=post)
 
 
 def controllers_config(preset: str, model: str, data: str, out: str):

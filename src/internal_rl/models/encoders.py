@@ -5,6 +5,10 @@ The paper does not specify the encoder. `linear` is a single linear map of the f
 linear which a flat linear map cannot express: the contents of the cell under the agent (what was
 just visited) and an egocentric view of the grid (where things are relative to the agent). On
 2 CPU cores this is what lets in-context subgoal inference emerge within minutes (docs/RESULTS.md).
+`nav` adds, for every colour, the set of first moves on a shortest path to it that avoids walls and
+the other colours: a fixed (parameter-free) planning feature of the observation alone, so that a
+small CPU budget goes into learning *which* colour to go to (the abstract part) rather than how to
+walk there. It never sees the task.
 """
 
 from __future__ import annotations
@@ -67,12 +71,89 @@ class GridEncoder(nn.Module):
         return e.reshape(*lead, -1)
 
 
-def make_encoder(kind: str, obs_dim: int, d_model: int, grid: int = 7) -> nn.Module:
-    """Build the encoder named `kind` ("linear" or "grid")."""
+_FAR = 10_000  # distance of cells from which a colour cannot be reached
+
+
+def shortest_path_moves(obs: Tensor, grid: int, n_colors: int) -> Tensor:
+    """(N, O, 4) bool: for each colour c, the moves (up, down, left, right) that shorten the path to c.
+
+    obs is (N, G²·C) with channels [O colours | walls | agent]. As for the expert, walls and every
+    colour other than c are obstacles, a move into a wall or off the grid is a no-op (never optimal),
+    and a colour that cannot be reached has no optimal move. BFS from every colour at once, one level
+    per iteration, each map held as a 64-bit cell set (bit i = cell i), so G² must be at most 63.
+    """
+    if grid * grid > 63:
+        raise ValueError(f"shortest_path_moves supports grids up to 7x7 (G²≤63), got G={grid}")
+    n_cells, dev = grid * grid, obs.device
+    cells = rearrange(obs, "n (cell k) -> n cell k", cell=n_cells) > 0.5
+    colour, wall, agent = cells[..., :n_colors], cells[..., n_colors:-1].any(-1), cells[..., -1]
+    bit = torch.ones(n_cells, dtype=torch.int64, device=dev) << torch.arange(n_cells, device=dev)
+
+    def pack(mask: Tensor) -> Tensor:  # (..., cells) bool -> (...,) int64 cell set
+        return (mask.to(torch.int64) * bit).sum(-1)
+
+    col = torch.arange(n_cells, device=dev) % grid
+    not_first_col, not_last_col = pack(col > 0), pack(col < grid - 1)
+    full = pack(torch.ones(n_cells, dtype=torch.bool, device=dev))
+    target = pack(rearrange(colour, "n cell o -> n o cell"))  # (N, O)
+    passable = pack(~wall & ~colour.any(-1))[:, None] | target
+    pos = agent.to(torch.int64).argmax(dim=1)
+    row, column = pos // grid, pos % grid
+    nr = (row[:, None] + torch.tensor([-1, 1, 0, 0], device=dev)).clamp(0, grid - 1)
+    nc = (column[:, None] + torch.tensor([0, 0, -1, 1], device=dev)).clamp(0, grid - 1)
+    nxt = nr * grid + nc  # (N, 4) cell each action leads to
+    nxt = torch.where(wall.gather(1, nxt), pos[:, None], nxt)
+    moves = nxt != pos[:, None]
+    shift = nxt[:, None, :]  # (N, 1, 4)
+    dist = torch.where(((target[..., None] >> shift) & 1) == 1, 0, _FAR)  # (N, O, 4) at the next cells
+    reached, frontier = target, target
+    for level in range(1, n_cells):
+        grow = ((frontier >> 1) & not_last_col) | ((frontier << 1) & not_first_col)
+        grow = grow | (frontier >> grid) | ((frontier << grid) & full)
+        frontier = grow & passable & ~reached
+        if not bool(frontier.any()):
+            break
+        reached = reached | frontier
+        dist = torch.where((dist == _FAR) & (((frontier[..., None] >> shift) & 1) == 1), level, dist)
+    dist = torch.where(moves[:, None, :], dist, _FAR)
+    best = dist.min(dim=2, keepdim=True).values
+    return (dist == best) & (best < _FAR)
+
+
+class NavEncoder(GridEncoder):
+    """`grid` encoder plus a linear map of the shortest-path moves towards every colour.
+
+    e_0 = GridEncoder(o) + W_nav vec(M(o)), M(o) ∈ {0,1}^{O×4} from `shortest_path_moves`.
+    """
+
+    def __init__(self, grid: int, channels: int, d_model: int, n_colors: int):
+        super().__init__(grid, channels, d_model)
+        if not 0 < n_colors < channels - 1:
+            raise ValueError(f"nav encoder: n_colors {n_colors} must lie in 1..{channels - 2} for {channels} channels")
+        self.n_colors = n_colors
+        self.nav = nn.Linear(n_colors * 4, d_model, bias=False)
+
+    def forward(self, obs: Tensor) -> Tensor:
+        lead = obs.shape[:-1]
+        flat = obs.reshape(-1, obs.shape[-1])
+        with torch.no_grad():
+            moves = shortest_path_moves(flat, self.grid, self.n_colors)
+        e = super().forward(flat) + self.nav(rearrange(moves, "n o a -> n (o a)").to(flat.dtype))
+        return e.reshape(*lead, -1)
+
+
+ENCODERS = ("linear", "grid", "nav")
+
+
+def make_encoder(kind: str, obs_dim: int, d_model: int, grid: int = 7, n_colors: int = 8) -> nn.Module:
+    """Build the encoder named `kind` (one of ENCODERS)."""
     if kind == "linear":
         return LinearEncoder(obs_dim, d_model)
-    if kind == "grid":
+    if kind in ("grid", "nav"):
         if obs_dim % (grid * grid):
-            raise ValueError(f"grid encoder: obs_dim {obs_dim} is not a multiple of grid²={grid * grid}")
-        return GridEncoder(grid, obs_dim // (grid * grid), d_model)
-    raise ValueError(f"unknown encoder {kind!r}; expected 'linear' or 'grid'")
+            raise ValueError(f"{kind} encoder: obs_dim {obs_dim} is not a multiple of grid²={grid * grid}")
+        channels = obs_dim // (grid * grid)
+        if kind == "grid":
+            return GridEncoder(grid, channels, d_model)
+        return NavEncoder(grid, channels, d_model, n_colors)
+    raise ValueError(f"unknown encoder {kind!r}; expected one of {', '.join(ENCODERS)}")

@@ -50,8 +50,10 @@ class SequenceModelConfig:
     init_scale: float = 0.1
     """Variance-scaling initialiser scale."""
     encoder: str = "linear"
-    """Observation encoder: 'linear' or 'grid' (see models/encoders.py)."""
+    """Observation encoder: 'linear', 'grid' or 'nav' (see models/encoders.py)."""
     grid_size: int = 7
+    n_colors: int = 8
+    """Colour channels at the start of each cell (used by the 'nav' encoder)."""
     prev_action_input: bool = False
     """Also feed a_{t−1} (off in the paper)."""
     obs_head: str = "bernoulli"
@@ -88,7 +90,7 @@ class SequenceModel(nn.Module):
     def __init__(self, config: SequenceModelConfig):
         super().__init__()
         self.config = c = config
-        self.encoder = make_encoder(c.encoder, c.obs_dim, c.d_model, c.grid_size)
+        self.encoder = make_encoder(c.encoder, c.obs_dim, c.d_model, c.grid_size, c.n_colors)
         self.prev_action = None
         if c.prev_action_input:
             n_in = c.n_actions + 1 if c.discrete else None

@@ -24,6 +24,8 @@ class ProbeConfig:
     """Number of subgoals."""
     max_episodes: int = 2000
     steps: int = 500
+    post_task_episodes: int = 400
+    """Expert post-training-task episodes for the teacher-forced NLL-by-progress diagnostic."""
     seed: int = 0
     threads: int = 0
 
@@ -37,9 +39,16 @@ def run_probe(cfg: ProbeConfig) -> dict:
     res = probe_layers(model, Trajectories.load(data / "D_star"), Trajectories.load(data / "D_star_heldout"),
                        cfg.n_classes, cfg.max_episodes, cfg.steps, cfg.seed)
     res["model"] = cfg.model
-    from internal_rl.analysis.progress_nll import nll_by_colours_visited
+    from internal_rl.analysis.progress_nll import (
+        nll_by_colours_visited,
+        post_task_nll_by_colours_visited,
+        within_pair_mean,
+    )
 
     res["heldout_nll_by_colours_visited"] = nll_by_colours_visited(model, Trajectories.load(data / "D_heldout"))
+    res["post_task_nll_by_colours_visited"] = post_task_nll_by_colours_visited(model, cfg.post_task_episodes)
+    res["post_task_within_pair_nll"] = within_pair_mean(res["post_task_nll_by_colours_visited"])
+    res["heldout_within_pair_nll"] = within_pair_mean(res["heldout_nll_by_colours_visited"])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "probes.json", res)

@@ -1,0 +1,61 @@
+import numpy as np
+import pytest
+import torch
+
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
+from internal_rl.experts.pinpad_expert import ShortestPathExpert
+from internal_rl.models.encoders import NavEncoder, make_encoder, shortest_path_moves
+
+
+@pytest.mark.parametrize("task", [None, POST_TRAINING_TASK])
+def test_shortest_path_moves_match_the_expert(task):
+    """For the colour the expert is heading to, the feature is exactly the expert's optimal-move set."""
+    env = BatchedPinPad(64, seed=1)
+    env.reset(task, seed=1)
+    expert, rng = ShortestPathExpert(), np.random.default_rng(1)
+    checked = 0
+    for _ in range(40):
+        live = ~env.done
+        if not live.any():
+            break
+        moves = shortest_path_moves(torch.as_tensor(env.obs, dtype=torch.float32), 7, 8).numpy()
+        chosen = moves[np.arange(env.num_envs), env.target_color]
+        np.testing.assert_array_equal(chosen[live], (expert.action_probs(env) > 0)[live])
+        checked += int(live.sum())
+        env.step(expert.act(env, rng))
+    assert checked > 500
+
+
+def test_shortest_path_moves_by_hand():
+    """3x3 grid, 2 colours, 1 wall: colour 0 at (0,2), colour 1 at (1,2), wall at (1,1), agent at (2,2)."""
+    obs = torch.zeros(9, 2 + 1 + 1)
+    obs[2, 0] = 1  # colour 0
+    obs[5, 1] = 1  # colour 1
+    obs[4, 2] = 1  # wall
+    obs[8, 3] = 1  # agent
+    m = shortest_path_moves(obs.reshape(1, -1), 3, 2)[0]
+    # colour 1 is straight up; colour 0 must go around the wall and colour 1: left first.
+    assert m[1].tolist() == [True, False, False, False]
+    assert m[0].tolist() == [False, False, True, False]
+
+
+def test_unreachable_colour_has_no_move():
+    obs = torch.zeros(9, 4)
+    obs[0, 0] = 1  # colour 0 in the corner, boxed in by walls
+    obs[1, 2] = obs[3, 2] = 1
+    obs[5, 1] = 1
+    obs[8, 3] = 1
+    m = shortest_path_moves(obs.reshape(1, -1), 3, 2)[0]
+    assert not m[0].any() and m[1].any()
+
+
+def test_nav_encoder_shapes_and_errors():
+    enc = make_encoder("nav", 637, 16)
+    assert isinstance(enc, NavEncoder)
+    assert enc(torch.zeros(2, 5, 637)).shape == (2, 5, 16)
+    with pytest.raises(ValueError, match="unknown encoder"):
+        make_encoder("conv", 637, 16)
+    with pytest.raises(ValueError, match="n_colors"):
+        make_encoder("nav", 637, 16, n_colors=12)
+    with pytest.raises(ValueError, match="7x7"):
+        shortest_path_moves(torch.zeros(1, 64 * 4), 8, 2)

@@ -222,6 +222,18 @@ def test_always_switch_leaves_switch_unit_unused() -> None:
         assert (p.grad is None) == name.startswith("switch_"), name
 
 
+def test_force_switch_is_always_switch_for_one_call() -> None:
+    """The switch warm-up of discovery: force_switch=True gives exactly the β ≡ 1 ablation's output."""
+    mc, ablation = make(), make(always_switch=True)
+    e, mask = inputs()
+    forced = mc(e, mask, generator=gen(0), force_switch=True)
+    ref = ablation(e, mask, generator=gen(0))
+    for name in ("beta", "z", "e_hat", "kl"):
+        torch.testing.assert_close(getattr(forced, name), getattr(ref, name))
+    normal = mc(e, mask, generator=gen(0))
+    assert float(normal.beta[:, 1:].detach().max()) < 1.0  # the next call uses the switching unit again
+
+
 # ----- every option does what it says ---------------------------------------------------------------
 
 

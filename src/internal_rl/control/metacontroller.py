@@ -282,11 +282,13 @@ class MetaController(nn.Module):
         generator: torch.Generator | None = None,
         noise: Tensor | None = None,
         switch_noise: Tensor | None = None,
+        force_switch: bool = False,
     ) -> MetaOutput:
         """Run the metacontroller over residual streams e (B, T, D) and return β, z, U and ê for every step.
 
         ``sample=False`` uses z̃ = μ (and no Gumbel noise). ``noise`` (B, T, n_z) / ``switch_noise`` (B, T)
         replace the random draws (otherwise drawn from ``generator``); the ones used are returned.
+        ``force_switch`` sets β ≡ 1 for this call only (as ``always_switch`` does for every call).
         """
         c = self.config
         self._check_e(e, 3, "e")
@@ -310,7 +312,8 @@ class MetaController(nn.Module):
         else:
             noise, z_tilde = None, mu
 
-        use_gumbel = sample and c.switch == "gumbel" and not c.always_switch
+        always = c.always_switch or force_switch
+        use_gumbel = sample and c.switch == "gumbel" and not always
         if use_gumbel:
             if switch_noise is None:
                 switch_noise = self._draw_noise((batch, length), e, generator, logistic=True)
@@ -321,7 +324,7 @@ class MetaController(nn.Module):
         else:
             switch_noise = None
 
-        if c.always_switch:
+        if always:
             beta, z = torch.ones(batch, length, dtype=e.dtype, device=e.device), z_tilde
         else:
             beta, z = self._integrate(e_in, h_prev, z_tilde, sample, switch_noise)

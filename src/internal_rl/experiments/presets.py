@@ -21,11 +21,9 @@ def model_config(preset: str) -> SequenceModelConfig:
     """Base-model architecture per preset."""
     check_preset(preset)
     if preset == "smoke":
-        return SequenceModelConfig(d_model=32, depth=2, n_heads=2, head_dim=16, mlp_hidden=64,
-                                   encoder="grid", prev_action_input=True)
+        return SequenceModelConfig(d_model=32, depth=2, n_heads=2, head_dim=16, mlp_hidden=64, encoder="nav")
     if preset == "quick":
-        return SequenceModelConfig(d_model=128, depth=4, n_heads=4, head_dim=32, mlp_hidden=256,
-                                   encoder="grid", prev_action_input=True)
+        return SequenceModelConfig(d_model=128, depth=4, n_heads=4, head_dim=32, mlp_hidden=256, encoder="nav")
     return SequenceModelConfig(d_model=256, depth=6, n_heads=4, head_dim=64, mlp_hidden=512)
 
 

@@ -48,6 +48,12 @@ class DiscoverConfig:
     out: str = "runs/demo/discover"
     alpha: float = 0.1
     """KL weight α."""
+    kl_warmup: int = 0
+    """Raise α linearly from 0 over this many steps (0: constant α, as in the paper). A warm-up keeps the
+    KL from collapsing the posterior onto the prior before the decoder has learned to use z."""
+    switch_warmup: int = 0
+    """Hold β ≡ 1 for this many first steps (0: the paper's recipe), so encoder and decoder learn
+    informative codes before the switching unit can settle on "never switch" (see docs/RESULTS.md)."""
     n_z: int = 8
     rank: int = 16
     full_rank: bool = False
@@ -108,7 +114,7 @@ def load_base(discover_folder: str | Path, fallback_model: str | Path) -> Sequen
 
 
 def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer: int, alpha: float,
-                   frozen: bool = True, sample: bool = True):
+                   frozen: bool = True, sample: bool = True, force_switch: bool = False):
     """Loss of one batch; with a frozen base only the controlled activations carry a graph."""
     T = batch["actions"].shape[1]
     pa = prev_actions_of(batch["actions"]) if model.prev_action is not None else None
@@ -117,7 +123,7 @@ def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer:
             e = model.lower(batch["obs"][:, :T], pa, layer)
     else:
         e = model.lower(batch["obs"][:, :T], pa, layer)
-    out = mc(e, batch["mask"], sample=sample)
+    out = mc(e, batch["mask"], sample=sample, force_switch=force_switch)
     logp = model.action_logp(model.upper(out.e_hat, layer), batch["actions"])
     return discovery_loss(logp, out, batch["mask"], alpha), out
 
@@ -177,7 +183,9 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     t0 = time.time()
     while step < cfg.steps:
         batch = train.batch(rng.integers(0, len(train), cfg.batch_size))
-        losses, mo = discovery_step(model, mc, batch, layer, cfg.alpha, frozen=not cfg.cotrain)
+        alpha = cfg.alpha * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.alpha
+        losses, mo = discovery_step(model, mc, batch, layer, alpha, frozen=not cfg.cotrain,
+                                    force_switch=step < cfg.switch_warmup)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
@@ -187,7 +195,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
         if step % cfg.log_every == 0 or step == cfg.steps:
             m = batch["mask"]
             sw = ((mo.beta > 0.5) & m).float().sum(1).mean().item()
-            logger.log(step, nll=losses["nll"].item(), kl=losses["kl"].item(), switches_per_episode=sw,
+            logger.log(step, nll=losses["nll"].item(), kl=losses["kl"].item(), alpha=alpha, switches_per_episode=sw,
                        steps_per_s=step / max(time.time() - t0, 1e-9))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()

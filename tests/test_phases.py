@@ -60,3 +60,28 @@ def test_reproduce_smoke_writes_every_artifact(tmp_path):
     assert (tmp_path / "success_curves.png").stat().st_size > 0
     assert "| internal |" in (tmp_path / "results.md").read_text()
     assert res["methods"]["internal"]["seeds"] == 2
+
+
+def test_kl_weight_schedule():
+    """α is 0 during the switch warm-up, ramps linearly over kl_warmup steps, constant without a warm-up."""
+    from internal_rl.phases.discover import DiscoverConfig, kl_weight
+
+    cfg = DiscoverConfig(alpha=0.2, kl_warmup=100, switch_warmup=50)
+    assert [kl_weight(cfg, s) for s in (0, 50, 100, 150, 1000)] == pytest.approx([0.0, 0.0, 0.1, 0.2, 0.2])
+    assert kl_weight(DiscoverConfig(alpha=0.2), 0) == 0.2
+
+
+def test_discover_with_warmups_runs(data_dir, tmp_path):
+    """The warm-up options go through the real phase: β ≡ 1 while warming up, then the switching unit."""
+    from internal_rl.phases.discover import run_discover
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+    cfg = presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"), str(tmp_path / "discover"),
+                                  kl_warmup=4, switch_warmup=5, log_every=1, progress=False)
+    seg = run_discover(cfg)
+    rows = list(csv.DictReader(open(tmp_path / "discover" / "metrics.csv")))
+    assert [float(r["alpha"]) for r in rows][:5] == [0.0] * 5
+    assert [float(r["switches_per_episode"]) > 1.0 for r in rows][:4] == [True] * 4  # β ≡ 1 switches every step
+    assert 0.0 <= seg["f1"] <= 1.0

@@ -79,6 +79,9 @@ class MetaControllerConfig:
     """Threshold on β counted as a switch (hard mode's forward value; internal RL's decision rule)."""
     decoder_init_scale: float = 1e-2
     """Rough size of U e relative to e at initialisation (small: the controlled model starts as the base)."""
+    init_logvar: float = 0.0
+    """Initial log σ² of the proposal (the bias of the encoder's log-variance output). Below 0 the codes
+    start less noisy, which lets the decoder learn to use them before the KL collapses them."""
 
     def __post_init__(self) -> None:
         if self.switch not in SWITCH_MODES:
@@ -197,6 +200,8 @@ class MetaController(nn.Module):
         self.encoder = nn.Sequential(
             nn.Linear(D + c.n_h + c.n_s, c.enc_hidden), nn.ReLU(), nn.Linear(c.enc_hidden, 2 * c.n_z)
         )
+        with torch.no_grad():
+            self.encoder[-1].bias[c.n_z:] += c.init_logvar
         # f_switch's first layer reads cat(e_t, h_{t-1}, z_{t-1}) in that order (forward splits it).
         self.switch_in = nn.Linear(D + c.n_h + c.n_z, c.switch_hidden)
         self.switch_out = nn.Linear(c.switch_hidden, 1)

@@ -49,8 +49,8 @@ class DiscoverConfig:
     alpha: float = 0.1
     """KL weight α."""
     kl_warmup: int = 0
-    """Raise α linearly from 0 over this many steps (0: constant α, as in the paper). A warm-up keeps the
-    KL from collapsing the posterior onto the prior before the decoder has learned to use z."""
+    """Raise α linearly from 0 over this many steps after the switch warm-up (0: constant α, as in the
+    paper). Keeps the KL from collapsing the posterior onto the prior before the decoder uses z."""
     switch_warmup: int = 0
     """Hold β ≡ 1 for this many first steps (0: the paper's recipe), so encoder and decoder learn
     informative codes before the switching unit can settle on "never switch" (see docs/RESULTS.md)."""
@@ -62,6 +62,10 @@ class DiscoverConfig:
     gumbel_tau: float = 1.0
     always_switch: bool = False
     """β ≡ 1 ablation."""
+    decoder_init_scale: float = 1e-2
+    """Size of U e relative to e at initialisation."""
+    init_logvar: float = 0.0
+    """Initial log σ² of the proposal z̃ (see MetaControllerConfig.init_logvar)."""
     embedder_dim: int = 64
     """Width of the non-causal sequence embedder's Hawk (paper: not stated); e is projected to it first."""
     layer: int = -1
@@ -85,7 +89,8 @@ class DiscoverConfig:
     def metacontroller_config(self, d_model: int) -> MetaControllerConfig:
         return MetaControllerConfig(d_model=d_model, n_z=self.n_z, rank=self.rank, full_rank=self.full_rank,
                                     switch=self.switch, gumbel_tau=self.gumbel_tau, always_switch=self.always_switch,
-                                    embedder_dim=self.embedder_dim)
+                                    embedder_dim=self.embedder_dim, decoder_init_scale=self.decoder_init_scale,
+                                    init_logvar=self.init_logvar)
 
 
 def save_metacontroller(mc: MetaController, folder: str | Path, layer: int) -> None:
@@ -111,6 +116,13 @@ def load_base(discover_folder: str | Path, fallback_model: str | Path) -> Sequen
     """The base model a metacontroller was trained with: its own co-trained base if any, else the pretrained one."""
     own = Path(discover_folder) / "base"
     return SequenceModel.from_pretrained(own if (own / "model.safetensors").exists() else fallback_model)
+
+
+def kl_weight(cfg: DiscoverConfig, step: int) -> float:
+    """α at `step`: 0 during the switch warm-up (if any KL warm-up), then a linear ramp to cfg.alpha."""
+    if cfg.kl_warmup <= 0:
+        return cfg.alpha
+    return cfg.alpha * min(1.0, max(0.0, step - cfg.switch_warmup) / cfg.kl_warmup)
 
 
 def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer: int, alpha: float,
@@ -183,7 +195,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     t0 = time.time()
     while step < cfg.steps:
         batch = train.batch(rng.integers(0, len(train), cfg.batch_size))
-        alpha = cfg.alpha * min(1.0, step / cfg.kl_warmup) if cfg.kl_warmup > 0 else cfg.alpha
+        alpha = kl_weight(cfg, step)
         losses, mo = discovery_step(model, mc, batch, layer, alpha, frozen=not cfg.cotrain,
                                     force_switch=step < cfg.switch_warmup)
         opt.zero_grad(set_to_none=True)

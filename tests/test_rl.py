@@ -183,3 +183,26 @@ def test_discovery_step_leaves_the_frozen_base_untouched():
         assert mc.encoder[0].weight.grad is not None and mc.switch_in.weight.grad is not None
         opt.step()
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_evaluate_reports_where_episodes_end():
+    """A model that always moves right, against the same layouts stepped by hand with numpy."""
+    from internal_rl.rl.rollout import evaluate
+
+    model = tiny_model()
+    with torch.no_grad():
+        model.action_head.weight.zero_()
+        model.action_head.bias.copy_(torch.tensor([0.0, 0.0, 0.0, 50.0]))
+    res = evaluate(model, POST_TRAINING_TASK, episodes=40, seed=3, batch_size=40)
+    env = BatchedPinPad(40, seed=3)
+    env.reset(POST_TRAINING_TASK)
+    ended_on = []
+    for _ in range(env.config.max_steps):
+        before = env.done.copy()
+        _, _, term, _, _ = env.step(np.full(40, 3))
+        for i in np.flatnonzero(term & ~before & ~env.success):
+            ended_on.append(env.cell_color[i, env.agent_cell[i]])
+    assert res["success"] == float(env.success.mean())
+    assert res["progress_hist"] == np.bincount(env.progress).tolist()
+    assert res["wrong_colour_hist"] == np.bincount(np.array(ended_on, dtype=np.int64), minlength=8).tolist()
+    assert sum(res["wrong_colour_hist"]) > 0  # walking right does hit wrong colours

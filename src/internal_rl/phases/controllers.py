@@ -4,7 +4,8 @@ Implemented as the metacontroller's decoder with β≡1 and z = onehot(subgoal i
 at a chosen layer, trained by action NLL on D* with the base frozen. Evaluated by switching the
 controllers on in the right order on the post-training task (the env reports which subgoal is being
 pursued; the controller changes when a subgoal is completed). Sweeping the layer shows where control
-works best. Writes controllers.json (post_task_success per layer) and a plot.
+works best. Writes controllers.json (post_task_success per layer, and where the post-task episodes
+ended: colours completed and the wrong colour entered) and a plot.
 """
 
 from __future__ import annotations
@@ -103,8 +104,10 @@ def run_controllers(cfg: ControllersConfig) -> dict:
             hb = heldout.batch(np.arange(min(len(heldout), 512)))
             res["heldout_nll"].append(controller_loss(model, dec, hb, layer, cfg.n_subgoals).item())
         ctrl = oracle_control(dec, cfg.n_subgoals)
-        res["post_task_success"].append(
-            evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer)["success"])
+        post = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer)
+        res["post_task_success"].append(post["success"])
+        res.setdefault("post_task_progress_hist", []).append(post["progress_hist"])
+        res.setdefault("post_task_wrong_colour_hist", []).append(post["wrong_colour_hist"])
         res["pretrain_task_success"].append(
             evaluate(model, None, cfg.eval_episodes, cfg.seed + 2, ctrl, layer)["success"])
         save_file({k: v.contiguous() for k, v in dec.state_dict().items()}, out / f"controllers_layer{layer}.safetensors")

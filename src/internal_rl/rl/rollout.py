@@ -31,9 +31,13 @@ def sample_actions(logits: Tensor, generator: torch.Generator | None,
 def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int, seed: int,
              control: StepControl | None = None, layer: int | None = None, batch_size: int = 256,
              env_config: PinPadConfig | None = None, greedy: bool = False) -> dict[str, float]:
-    """Success rate of the model acting in fresh layouts of `tasks` (None: pretraining tasks)."""
+    """Success rate of the model acting in fresh layouts of `tasks` (None: pretraining tasks).
+
+    Also says where episodes end: `progress_hist[k]` counts episodes that ended (or were truncated)
+    after k correct colours, `wrong_colour_hist[c]` the failed ones that ended by entering colour c.
+    """
     model.eval()
-    successes, lengths = [], []
+    successes, lengths, progress, wrong = [], [], [], []
     for b, start in enumerate(range(0, episodes, batch_size)):
         n = min(batch_size, episodes - start)
         env = BatchedPinPad(n, env_config, seed=seed + 7919 * b)
@@ -41,6 +45,7 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
         g = torch.Generator().manual_seed(seed + 104729 * b)
         cache = model.new_cache(n, env.config.max_steps)
         prev = torch.full((n,), -1, dtype=torch.long)
+        ended_on = np.full(n, -1, dtype=np.int64)
         for _ in range(env.config.max_steps):
             x = torch.from_numpy(obs).to(next(model.parameters()).dtype)
             e = model.lower_step(x, cache, prev if model.prev_action is not None else None, layer)
@@ -48,11 +53,20 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
                 e = control(e, env)
             out = model.upper_step(e, cache, layer, predict_obs=False)
             a = sample_actions(out.action_logits, g, greedy)
+            was_done = env.done.copy()
             obs, _, term, trunc, _ = env.step(a.numpy())
+            failed = term & ~was_done & ~env.success
+            if failed.any():
+                ended_on[failed] = env.cell_color[np.flatnonzero(failed), env.agent_cell[failed]]
             prev = a
             if np.all(term | trunc):
                 break
         successes.append(env.success.copy())
         lengths.append(env.step_count.copy())
+        progress.append(env.progress.copy())
+        wrong.append(ended_on[ended_on >= 0])
     s = np.concatenate(successes)
-    return {"success": float(s.mean()), "episodes": int(s.size), "mean_length": float(np.concatenate(lengths).mean())}
+    n_colors = env.config.n_colors
+    return {"success": float(s.mean()), "episodes": int(s.size), "mean_length": float(np.concatenate(lengths).mean()),
+            "progress_hist": np.bincount(np.concatenate(progress)).tolist(),
+            "wrong_colour_hist": np.bincount(np.concatenate(wrong), minlength=n_colors).tolist()}

@@ -85,3 +85,25 @@ def test_discover_with_warmups_runs(data_dir, tmp_path):
     assert [float(r["alpha"]) for r in rows][:5] == [0.0] * 5
     assert [float(r["switches_per_episode"]) > 1.0 for r in rows][:4] == [True] * 4  # β ≡ 1 switches every step
     assert 0.0 <= seg["f1"] <= 1.0
+
+
+def test_switch_penalty_adds_weighted_mean_beta(data_dir, tmp_path):
+    """switch_weight · mean β over valid steps t ≥ 2 is added to the loss, and nothing else changes."""
+    import numpy as np
+
+    from internal_rl.control.metacontroller import MetaController, MetaControllerConfig
+    from internal_rl.data.trajectories import Trajectories
+    from internal_rl.phases.discover import discovery_step
+
+    torch.manual_seed(0)
+    model = SequenceModel(presets.model_config("smoke"))
+    mc = MetaController(MetaControllerConfig(d_model=model.config.d_model))
+    batch = Trajectories.load(data_dir / "data" / "D_star").batch(np.arange(6))
+    torch.manual_seed(1)
+    base, out = discovery_step(model, mc, batch, 1, 0.1)
+    torch.manual_seed(1)
+    pen, _ = discovery_step(model, mc, batch, 1, 0.1, switch_weight=0.5)
+    m = batch["mask"][:, 1:]
+    rate = (out.beta[:, 1:] * m).sum() / m.sum()
+    torch.testing.assert_close(pen["loss"], base["loss"] + 0.5 * rate)
+    torch.testing.assert_close(pen["nll"], base["nll"])

@@ -51,6 +51,9 @@ class DiscoverConfig:
     kl_warmup: int = 0
     """Raise α linearly from 0 over this many steps after the switch warm-up (0: constant α, as in the
     paper). Keeps the KL from collapsing the posterior onto the prior before the decoder uses z."""
+    switch_weight: float = 0.0
+    """Weight of an optional switch-rate penalty, mean β over valid steps t ≥ 2 (0: the paper's
+    objective, which has none; the seed API's `switch_loss` is the same term)."""
     switch_warmup: int = 0
     """Hold β ≡ 1 for this many first steps (0: the paper's recipe), so encoder and decoder learn
     informative codes before the switching unit can settle on "never switch" (see docs/RESULTS.md)."""
@@ -126,7 +129,7 @@ def kl_weight(cfg: DiscoverConfig, step: int) -> float:
 
 
 def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer: int, alpha: float,
-                   frozen: bool = True, sample: bool = True, force_switch: bool = False):
+                   frozen: bool = True, sample: bool = True, force_switch: bool = False, switch_weight: float = 0.0):
     """Loss of one batch; with a frozen base only the controlled activations carry a graph."""
     T = batch["actions"].shape[1]
     pa = prev_actions_of(batch["actions"]) if model.prev_action is not None else None
@@ -137,7 +140,12 @@ def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer:
         e = model.lower(batch["obs"][:, :T], pa, layer)
     out = mc(e, batch["mask"], sample=sample, force_switch=force_switch)
     logp = model.action_logp(model.upper(out.e_hat, layer), batch["actions"])
-    return discovery_loss(logp, out, batch["mask"], alpha), out
+    losses = discovery_loss(logp, out, batch["mask"], alpha)
+    if switch_weight > 0:
+        later = batch["mask"][:, 1:]
+        rate = (out.beta[:, 1:] * later).sum() / later.sum().clamp(min=1)
+        losses["loss"] = losses["loss"] + switch_weight * rate
+    return losses, out
 
 
 @torch.no_grad()
@@ -197,7 +205,8 @@ def run_discover(cfg: DiscoverConfig) -> dict:
         batch = train.batch(rng.integers(0, len(train), cfg.batch_size))
         alpha = kl_weight(cfg, step)
         losses, mo = discovery_step(model, mc, batch, layer, alpha, frozen=not cfg.cotrain,
-                                    force_switch=step < cfg.switch_warmup)
+                                    force_switch=step < cfg.switch_warmup,
+                                    switch_weight=0.0 if step < cfg.switch_warmup else cfg.switch_weight)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()

@@ -25,10 +25,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--encoder", default="", help="override the preset's observation encoder (linear, grid, nav)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = pretrain_config(args.preset, "", "")
-    model = SequenceModel(model_config(args.preset))
+    mcfg = model_config(args.preset)
+    if args.encoder:
+        mcfg.encoder = args.encoder
+    model = SequenceModel(mcfg)
     opt = make_optimizer(model.parameters(), cfg)
     data = generate_pinpad(4000, eps=0.0, seed=0, progress=False)
     batches = [data.batch(length_bucketed_batch(data.lengths, cfg.batch_size, 0, s)) for s in range(args.steps)]
@@ -62,7 +66,8 @@ def main() -> None:
             a @ b
         mm_flops.append(5 * 2 * n**3 / (time.perf_counter() - t))
     med = statistics.median
-    print(f"preset {args.preset}, {sum(p.numel() for p in model.parameters()):,} params, batch {cfg.batch_size}, "
+    n_params = sum(p.numel() for p in model.parameters())
+    print(f"preset {args.preset} ({mcfg.encoder} encoder), {n_params:,} params, batch {cfg.batch_size}, "
           f"{args.threads} threads, median of {args.repeats}")
     print(f"pretraining: {med(step_tok):,.0f} valid tokens/s ({med(step_tok) * 60 / 1e6:.2f} M/min), "
           f"{med(step_flops) / 1e9:.1f} GFLOP/s achieved")

@@ -59,3 +59,13 @@ def test_nav_encoder_shapes_and_errors():
         make_encoder("nav", 637, 16, n_colors=12)
     with pytest.raises(ValueError, match="7x7"):
         shortest_path_moves(torch.zeros(1, 64 * 4), 8, 2)
+
+
+def test_unique_rows_matches_torch_unique():
+    from internal_rl.models.encoders import _unique_rows
+
+    x = torch.randint(0, 3, (500, 4), generator=torch.Generator().manual_seed(0))
+    rows, inverse = _unique_rows(x)
+    ref_rows, ref_inverse = torch.unique(x, dim=0, return_inverse=True)
+    assert torch.equal(rows, ref_rows) and torch.equal(inverse, ref_inverse)
+    assert torch.equal(rows[inverse], x)

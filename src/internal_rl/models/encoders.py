@@ -74,6 +74,21 @@ class GridEncoder(nn.Module):
 _FAR = 10_000  # distance of cells from which a colour cannot be reached
 
 
+def _unique_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Distinct rows of an int64 matrix and, per row, the index of its distinct row (vectorised
+    lexicographic sort; torch.unique(dim=0) compares rows one by one and is slow on CPU)."""
+    order = torch.arange(x.shape[0], device=x.device)
+    for j in reversed(range(x.shape[1])):
+        order = order[torch.sort(x[order, j], stable=True).indices]
+    xs = x[order]
+    new = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
+    new[1:] = (xs[1:] != xs[:-1]).any(dim=1)
+    group = torch.cumsum(new.to(torch.int64), 0) - 1
+    inverse = torch.empty_like(group)
+    inverse[order] = group
+    return xs[new], inverse
+
+
 def shortest_path_moves(obs: Tensor, grid: int, n_colors: int) -> Tensor:
     """(N, O, 4) bool: for each colour c, the moves (up, down, left, right) that shorten the path to c.
 
@@ -88,25 +103,26 @@ def shortest_path_moves(obs: Tensor, grid: int, n_colors: int) -> Tensor:
     cells = rearrange(obs, "n (cell k) -> n cell k", cell=n_cells) > 0.5
     colour, wall, agent = cells[..., :n_colors], cells[..., n_colors:-1].any(-1), cells[..., -1]
     bit = torch.ones(n_cells, dtype=torch.int64, device=dev) << torch.arange(n_cells, device=dev)
+    weight = bit.to(torch.float64)  # sums of distinct bits below 2^53 are exact in float64
 
     def pack(mask: Tensor) -> Tensor:  # (..., cells) bool -> (...,) int64 cell set
-        return (mask.to(torch.int64) * bit).sum(-1)
+        return (mask.to(torch.float64) @ weight).to(torch.int64)
 
     col = torch.arange(n_cells, device=dev) % grid
     not_first_col, not_last_col = pack(col > 0), pack(col < grid - 1)
-    full = pack(torch.ones(n_cells, dtype=torch.bool, device=dev))
+    full = pack(torch.ones(n_cells, dtype=torch.bool, device=dev))  # the G² cell bits
     target = pack(rearrange(colour, "n cell o -> n o cell"))  # (N, O)
-    passable = pack(~wall & ~colour.any(-1))[:, None] | target
-    pos = agent.to(torch.int64).argmax(dim=1)
-    row, column = pos // grid, pos % grid
-    nr = (row[:, None] + torch.tensor([-1, 1, 0, 0], device=dev)).clamp(0, grid - 1)
-    nc = (column[:, None] + torch.tensor([0, 0, -1, 1], device=dev)).clamp(0, grid - 1)
-    nxt = nr * grid + nc  # (N, 4) cell each action leads to
-    nxt = torch.where(wall.gather(1, nxt), pos[:, None], nxt)
-    moves = nxt != pos[:, None]
-    shift = nxt[:, None, :]  # (N, 1, 4)
-    dist = torch.where(((target[..., None] >> shift) & 1) == 1, 0, _FAR)  # (N, O, 4) at the next cells
-    reached, frontier = target, target
+    walls = pack(wall)  # (N,)
+    # The BFS depends on the layout only, which repeats along an episode: run it once per distinct layout.
+    layouts, inverse = _unique_rows(torch.cat([target, walls[:, None]], dim=1))
+    u_target, u_walls = layouts[:, :n_colors], layouts[:, n_colors]
+    colour_cells = u_target[:, 0]
+    for c in range(1, n_colors):
+        colour_cells = colour_cells | u_target[:, c]
+    passable = (full & ~u_walls & ~colour_cells)[:, None] | u_target  # (U, O)
+    cell_bits = bit.view(1, 1, -1)
+    level_of = torch.where((u_target[..., None] & cell_bits) != 0, 0, _FAR)  # (U, O, cells)
+    reached, frontier = u_target, u_target
     for level in range(1, n_cells):
         grow = ((frontier >> 1) & not_last_col) | ((frontier << 1) & not_first_col)
         grow = grow | (frontier >> grid) | ((frontier << grid) & full)
@@ -114,7 +130,16 @@ def shortest_path_moves(obs: Tensor, grid: int, n_colors: int) -> Tensor:
         if not bool(frontier.any()):
             break
         reached = reached | frontier
-        dist = torch.where((dist == _FAR) & (((frontier[..., None] >> shift) & 1) == 1), level, dist)
+        level_of = torch.where((frontier[..., None] & cell_bits) != 0, level, level_of)
+    pos = agent.to(torch.int64).argmax(dim=1)
+    row, column = pos // grid, pos % grid
+    nr = (row[:, None] + torch.tensor([-1, 1, 0, 0], device=dev)).clamp(0, grid - 1)
+    nc = (column[:, None] + torch.tensor([0, 0, -1, 1], device=dev)).clamp(0, grid - 1)
+    nxt = nr * grid + nc  # (N, 4) cell each action leads to
+    nxt = torch.where(wall.gather(1, nxt), pos[:, None], nxt)
+    moves = nxt != pos[:, None]
+    colours = torch.arange(n_colors, device=dev)
+    dist = level_of[inverse[:, None, None], colours[None, :, None], nxt[:, None, :]]  # (N, O, 4)
     dist = torch.where(moves[:, None, :], dist, _FAR)
     best = dist.min(dim=2, keepdim=True).values
     return (dist == best) & (best < _FAR)

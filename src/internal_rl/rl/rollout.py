@@ -30,7 +30,7 @@ def sample_actions(logits: Tensor, generator: torch.Generator | None,
 @torch.no_grad()
 def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int, seed: int,
              control: StepControl | None = None, layer: int | None = None, batch_size: int = 256,
-             env_config: PinPadConfig | None = None, greedy: bool = False) -> dict[str, float]:
+             env_config: PinPadConfig | None = None, greedy: bool = False) -> dict:
     """Success rate of the model acting in fresh layouts of `tasks` (None: pretraining tasks).
 
     Also says where episodes end: `progress_hist[k]` counts episodes that ended (or were truncated)

@@ -501,7 +501,7 @@ class Transformer(nn.Module):
             e_hat = self._meta_step(mc, e, cache, first)
         else:
             e_hat = e
-        out = self.base.upper_step(e_hat, cache.kv)
+        out = self.base.upper_step(e_hat, cache.kv, predict_obs=False)
         cache.steps += 1
         logits = out.action_logits if c.discrete else torch.cat([out.action_logits, out.action_logstd], dim=-1)
         return (logits[:, None] if keep_time else logits), cache

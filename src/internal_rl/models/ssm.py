@@ -96,6 +96,8 @@ class BlockDiagonalLinear(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply each head's block to its slice of the last dim of x (..., dim)."""
+        if self.heads == 1:  # one dense block: a plain matmul (the rollout hot path)
+            return torch.matmul(x, self.weight[0]) + self.bias
         xh = rearrange(x, "... (h d) -> ... h d", h=self.heads)
         y = torch.einsum("...hd,hde->...he", xh, self.weight)
         return rearrange(y, "... h e -> ... (h e)") + self.bias
@@ -222,7 +224,7 @@ class HawkBlock(nn.Module):
         u = self.mixer_norm(x_t)
         gate = F.gelu(self.gate_proj(u))
         window = torch.cat([state.conv, self.in_proj(u).unsqueeze(1)], dim=1)  # (B, width, lru_dim)
-        v = torch.einsum("bwc,cw->bc", window, self.conv_weight) + self.conv_bias
+        v = (window * self.conv_weight.t()).sum(dim=1) + self.conv_bias
         v, h = self.rglru.step(v, state.h)
         x_t = x_t + self.out_proj(gate * v)
         y_t = x_t + self.mlp(self.mlp_norm(x_t))

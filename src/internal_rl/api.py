@@ -36,7 +36,7 @@ from internal_rl.control.metacontroller import MetaControllerConfig, MetaOutput,
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, prev_actions_of
 from internal_rl.models.ssm import HawkBlockState, check_padding_mask
 from internal_rl.models.transformer import KVCache
-from internal_rl.rl.policy import LatentPolicy, gaussian_logp, select_state
+from internal_rl.rl.policy import LatentPolicy, gaussian_logp
 
 __all__ = [
     "Transformer",
@@ -520,18 +520,28 @@ class Transformer(nn.Module):
         else:
             beta = core.switch(e, cache.h, cache.z)
         switched = core.binarize(beta)
-        if bool(switched.any()):
-            mean, logstd, new_state = policy.step(e, cache.policy_state)
-            z_new = mean + logstd.exp() * torch.randn_like(mean)
-            if first or bool(switched.all()):
-                cache.policy_state, cache.z, cache.dist = new_state, z_new, LatentDist(mean, logstd)
-            else:
-                cache.policy_state = select_state(switched, new_state, cache.policy_state)
-                col = switched[:, None]
-                cache.z = torch.where(col, z_new, cache.z)
-                cache.dist = LatentDist(torch.where(col, mean, cache.dist.mean),
-                                        torch.where(col, logstd, cache.dist.logstd))
+        n_switched = int(switched.sum())
+        if first or n_switched == batch:
+            mean, logstd, cache.policy_state = policy.step(e, cache.policy_state)
+            cache.z = mean + logstd.exp() * torch.randn_like(mean)
+            cache.dist = LatentDist(mean, logstd)
             cache.params = core.decode(cache.z)
+        elif n_switched:
+            # only the rows that switched take a decision and decode a new U; the rest keep theirs.
+            # Out-of-place index_copy: earlier steps' records (prev_hiddens) may still hold the old tensors.
+            rows = switched.nonzero().squeeze(1)
+            state = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in cache.policy_state]
+            mean, logstd, state = policy.step(e.index_select(0, rows), state)
+            z_new = mean + logstd.exp() * torch.randn_like(mean)
+            cache.policy_state = [HawkBlockState(*(a.index_copy(0, rows, b) for a, b in zip(old, new)))
+                                  for old, new in zip(cache.policy_state, state)]
+            cache.z = cache.z.index_copy(0, rows, z_new)
+            cache.dist = LatentDist(cache.dist.mean.index_copy(0, rows, mean),
+                                    cache.dist.logstd.index_copy(0, rows, logstd))
+            new_params, p = core.decode(z_new), cache.params
+            cache.params = (ControlParams(U=p.U.index_copy(0, rows, new_params.U)) if p.full_rank else
+                            ControlParams(A=p.A.index_copy(0, rows, new_params.A),
+                                          B=p.B.index_copy(0, rows, new_params.B)))
         e_hat = cache.params.apply(e)
         cache.h = core.history_step(e, cache.h)
         cache.prev_hiddens = Hiddens(MetaRolloutOutput(cache.dist, cache.z, beta, e, switched))

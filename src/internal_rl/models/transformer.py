@@ -129,9 +129,10 @@ class Attention(nn.Module):
         # key j sits at distance start − j: the bucket table read backwards
         dist_buckets = self._buckets[:n].flip(0)
         bias = F.embedding(dist_buckets, self.rel_bias.weight).to(q.dtype).t()  # (H, n)
-        scores = torch.matmul(keys, (q * self.head_dim**-0.5).unsqueeze(-1)).squeeze(-1) + bias  # (B, H, n)
-        attn = torch.softmax(scores, dim=-1)
-        y = torch.matmul(attn.unsqueeze(2), values)  # (B, H, 1, D)
+        # q as a row times Kᵀ: MKL's path for a (1, D)·(D, n) product is several times faster than K·q
+        scores = torch.matmul((q * self.head_dim**-0.5).unsqueeze(2), keys.transpose(-1, -2)) + bias[:, None]
+        attn = torch.softmax(scores, dim=-1)  # (B, H, 1, n)
+        y = torch.matmul(attn, values)  # (B, H, 1, D)
         return self.out(y.reshape(B, 1, H * D))
 
 

@@ -107,3 +107,22 @@ def test_switch_penalty_adds_weighted_mean_beta(data_dir, tmp_path):
     rate = (out.beta[:, 1:] * m).sum() / m.sum()
     torch.testing.assert_close(pen["loss"], base["loss"] + 0.5 * rate)
     torch.testing.assert_close(pen["nll"], base["nll"])
+
+
+def test_device_resolution_and_clear_errors(data_dir, tmp_path):
+    from internal_rl.phases.common import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("banana", "mps"):
+        with pytest.raises(ValueError, match="device"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            resolve_device("cuda")
+        # a phase asked for a GPU it does not have fails before doing any work
+        cfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "p"))
+        cfg.device, cfg.progress = "cuda", False
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            run_pretrain(cfg)
+        assert not (tmp_path / "p").exists()

@@ -26,7 +26,7 @@ def nll_by_colours_visited(model: SequenceModel, data: Trajectories, episodes: i
                            n_colors: int = 8, max_visits: int = 6) -> list[dict]:
     """[{colours_visited: k, steps, nll}] over valid steps of the first `episodes` held-out episodes."""
     model.eval()
-    b = data.batch(np.arange(min(episodes, len(data))))
+    b = data.batch(np.arange(min(episodes, len(data))), next(model.parameters()).device)
     T = b["actions"].shape[1]
     pa = prev_actions_of(b["actions"]) if model.prev_action is not None else None
     nll = -model.action_logp(model(b["obs"][:, :T], pa), b["actions"])

@@ -23,8 +23,9 @@ def collect_residuals(model: SequenceModel, data: Trajectories, max_episodes: in
     n = min(max_episodes, len(data))
     feats: list[list[Tensor]] = [[] for _ in range(model.config.depth + 1)]
     labels = []
+    device = next(model.parameters()).device
     for s in range(0, n, batch_size):
-        b = data.batch(np.arange(s, min(n, s + batch_size)))
+        b = data.batch(np.arange(s, min(n, s + batch_size)), device)
         T = b["actions"].shape[1]
         pa = prev_actions_of(b["actions"]) if model.prev_action is not None else None
         out = model(b["obs"][:, :T], pa, return_residuals=True)
@@ -38,11 +39,11 @@ def collect_residuals(model: SequenceModel, data: Trajectories, max_episodes: in
 def train_probe(x: Tensor, y: Tensor, n_classes: int, steps: int = 500, lr: float = 1e-2,
                 batch_size: int = 4096, seed: int = 0) -> torch.nn.Linear:
     """Fit a softmax-regression probe with AdamW (weight decay 0) on standardised features."""
-    g = torch.Generator().manual_seed(seed)
-    probe = torch.nn.Linear(x.shape[1], n_classes)
+    g = torch.Generator(device=x.device).manual_seed(seed)
+    probe = torch.nn.Linear(x.shape[1], n_classes).to(x.device)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=0.0)
     for _ in range(steps):
-        idx = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=g)
+        idx = torch.randint(0, x.shape[0], (min(batch_size, x.shape[0]),), generator=g, device=x.device)
         loss = F.cross_entropy(probe(x[idx]), y[idx])
         opt.zero_grad()
         loss.backward()

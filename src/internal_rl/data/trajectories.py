@@ -292,8 +292,10 @@ class Trajectories:
         return self._padded_float_obs(self._episodes(idx), width)
 
     # ------------------------------------------------------------------ batching
-    def batch(self, idx: np.ndarray | list[int] | slice) -> dict[str, torch.Tensor]:
-        """Decode episodes ``idx`` into torch tensors, padded to the longest episode in the batch.
+    def batch(self, idx: np.ndarray | list[int] | slice,
+              device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        """Decode episodes ``idx`` into torch tensors (on ``device``, default CPU), padded to the longest
+        episode in the batch.
 
         Returns obs (B, L+1, D) float32, actions (B, L) long (padding 0), mask (B, L) bool,
         subgoals (B, L) long (padding -1), lengths (B,) long, where L is the batch's longest length.
@@ -308,13 +310,16 @@ class Trajectories:
         actions[mask] = self.actions_flat[step_rows]
         subgoals = np.full((idx.shape[0], l_max), -1, dtype=np.int64)
         subgoals[mask] = self.subgoals_flat[step_rows]
-        return {
+        out = {
             "obs": torch.from_numpy(self._padded_float_obs(idx, l_max + 1)),
             "actions": torch.from_numpy(actions),
             "mask": torch.from_numpy(mask),
             "subgoals": torch.from_numpy(subgoals),
             "lengths": torch.from_numpy(lengths),
         }
+        if device is not None and torch.device(device).type != "cpu":
+            out = {k: v.pin_memory().to(device, non_blocking=True) for k, v in out.items()}
+        return out
 
     def iter_batches(self, batch_size: int, shuffle: bool = True, seed: int | None = None,
                      drop_last: bool = False) -> Iterator[dict[str, torch.Tensor]]:

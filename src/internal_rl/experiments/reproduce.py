@@ -32,6 +32,8 @@ class ReproduceConfig:
     out: str = "runs/reproduce"
     methods: list[str] = field(default_factory=lambda: list(METHODS))
     threads: int = 0
+    device: str = "auto"
+    """Where every phase trains: 'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
 
 
 def _cached(path: Path, run, cfg) -> dict:
@@ -41,7 +43,7 @@ def _cached(path: Path, run, cfg) -> dict:
     return to_jsonable(run(cfg))
 
 
-def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: int = 0) -> dict:
+def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: int = 0, device: str = "auto") -> dict:
     """Every phase for one seed; returns the per-method RL results and the analysis summaries."""
     from internal_rl.phases.controllers import run_controllers
     from internal_rl.phases.data import run_data
@@ -55,12 +57,13 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
     dcfg.seed = seed
     _cached(data / "data_stats.json", run_data, dcfg)
     pcfg = presets.pretrain_config(preset, str(data), str(model))
-    pcfg.seed, pcfg.threads = seed, threads
+    pcfg.seed, pcfg.threads, pcfg.device = seed, threads, device
     pre = _cached(model / "results.json", run_pretrain, pcfg)
-    probe = _cached(root / "probe" / "probes.json", run_probe,
-                    presets.probe_config(preset, str(model), str(data), str(root / "probe")))
+    prcfg = presets.probe_config(preset, str(model), str(data), str(root / "probe"))
+    prcfg.device = device
+    probe = _cached(root / "probe" / "probes.json", run_probe, prcfg)
     ccfg = presets.controllers_config(preset, str(model), str(data), str(root / "controllers"))
-    ccfg.seed = seed
+    ccfg.seed, ccfg.device = seed, device
     ccfg.layers = ccfg.layers or presets.reproduce_controller_layers(preset, json.loads(
         (model / "config.json").read_text())["model"])
     ctrl = _cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
@@ -71,12 +74,13 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
         name = discover_dirs[method]
         if name is not None:
             dis = presets.discover_config(preset, str(model), str(data), str(root / name), seed=seed, **extra[method])
+            dis.device = device
             seg[method] = _cached(root / name / "segmentation.json", run_discover, dis)
     rl = {}
     for method in methods:
         rcfg = presets.rl_config(preset, str(model), str(root / (discover_dirs[method] or "discover")),
                                  str(root / f"rl_{method}"), method)
-        rcfg.seed = seed
+        rcfg.seed, rcfg.device = seed, device
         rl[method] = _cached(root / f"rl_{method}" / "results.json", run_rl, rcfg)
     return {"pretrain": pre, "probe": probe, "controllers": ctrl, "segmentation": seg, "rl": rl}
 
@@ -132,7 +136,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict:
     per_seed = []
     for seed in range(cfg.seeds):
         print(f"=== seed {seed} ===")
-        per_seed.append(run_seed(cfg.preset, out / f"seed{seed}", seed, cfg.methods, cfg.threads))
+        per_seed.append(run_seed(cfg.preset, out / f"seed{seed}", seed, cfg.methods, cfg.threads, cfg.device))
     res = summarise(per_seed, cfg.methods, cfg.preset, time.time() - t0)
     write_json(out / "results.json", res)
     (out / "results.md").write_text(markdown_table(res))

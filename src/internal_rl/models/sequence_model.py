@@ -244,7 +244,7 @@ class SequenceModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps({"model": asdict(self.config)}, indent=2))
-        save_file({k: v.detach().contiguous() for k, v in self.state_dict().items()}, folder / "model.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / "model.safetensors")
 
     @classmethod
     def from_pretrained(cls, folder: str | Path, map_location: str = "cpu") -> SequenceModel:

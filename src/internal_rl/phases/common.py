@@ -33,6 +33,22 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+def resolve_device(spec: str) -> torch.device:
+    """The torch device a phase runs on: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {spec!r}: use auto, cpu, cuda or cuda:N") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {spec!r} requested but CUDA is not available to this torch "
+                         f"({torch.__version__}); use --device cpu or install a CUDA build")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {spec!r}: only cpu and cuda are supported")
+    return device
+
+
 def to_jsonable(obj: Any) -> Any:
     """Dataclasses (nested) → plain dicts for config.json."""
     if dataclasses.is_dataclass(obj):
@@ -133,6 +149,7 @@ def save_train_state(folder: str | Path, step: int, optimizer: torch.optim.Optim
         "torch_rng": torch.get_rng_state(),
         "numpy_rng": np.random.get_state(),
         "python_rng": random.getstate(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "extra": extra or {},
     }
     path = Path(folder) / "train_state.pt"
@@ -145,13 +162,15 @@ def load_train_state(folder: str | Path, optimizer: torch.optim.Optimizer, sched
     path = Path(folder) / "train_state.pt"
     if not path.exists():
         raise FileNotFoundError(f"cannot resume: {path} not found")
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location="cpu")  # the optimizer moves its state to the params
     optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state["scheduler"] is not None:
         scheduler.load_state_dict(state["scheduler"])
     torch.set_rng_state(state["torch_rng"])
     np.random.set_state(state["numpy_rng"])
     random.setstate(state["python_rng"])
+    if state.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda_rng"])
     return state
 
 

@@ -23,7 +23,7 @@ from internal_rl.control.controller import HyperDecoder
 from internal_rl.data.trajectories import Trajectories
 from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, freeze, prev_actions_of
-from internal_rl.phases.common import set_seed, set_threads, write_json
+from internal_rl.phases.common import resolve_device, set_seed, set_threads, write_json
 from internal_rl.rl.rollout import evaluate
 
 
@@ -48,6 +48,8 @@ class ControllersConfig:
     eval_episodes: int = 256
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
     progress: bool = True
 
 
@@ -68,7 +70,7 @@ def oracle_control(decoder: HyperDecoder, n_subgoals: int):
     """Control that applies the controller of the subgoal the env says is being pursued."""
 
     def control(e: torch.Tensor, env: BatchedPinPad) -> torch.Tensor:
-        sg = torch.from_numpy(np.clip(env.subgoal, 0, n_subgoals - 1))
+        sg = torch.from_numpy(np.clip(env.subgoal, 0, n_subgoals - 1)).to(e.device)
         return decoder.control(e, F.one_hot(sg, n_subgoals).to(e.dtype))
 
     return control
@@ -78,7 +80,8 @@ def run_controllers(cfg: ControllersConfig) -> dict:
     """Train one set of ground-truth controllers per layer and evaluate each on the post-training task."""
     set_threads(cfg.threads)
     rng = set_seed(cfg.seed)
-    model = freeze(SequenceModel.from_pretrained(cfg.model))
+    device = resolve_device(cfg.device)
+    model = freeze(SequenceModel.from_pretrained(cfg.model)).to(device)
     data = Path(cfg.data)
     train = Trajectories.load(data / "D_star")
     heldout = Trajectories.load(data / "D_star_heldout")
@@ -92,16 +95,16 @@ def run_controllers(cfg: ControllersConfig) -> dict:
                  "eval_episodes": cfg.eval_episodes}
     for layer in layers:
         torch.manual_seed(cfg.seed + layer)
-        dec = HyperDecoder(cfg.n_subgoals, model.config.d_model, cfg.hidden, cfg.rank, cfg.full_rank)
+        dec = HyperDecoder(cfg.n_subgoals, model.config.d_model, cfg.hidden, cfg.rank, cfg.full_rank).to(device)
         opt = torch.optim.AdamW(dec.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         for _ in tqdm(range(cfg.steps), desc=f"controllers@{layer}", disable=not cfg.progress, leave=False):
-            loss = controller_loss(model, dec, train.batch(rng.integers(0, len(train), cfg.batch_size)), layer,
-                                   cfg.n_subgoals)
+            loss = controller_loss(model, dec, train.batch(rng.integers(0, len(train), cfg.batch_size), device),
+                                   layer, cfg.n_subgoals)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         with torch.no_grad():
-            hb = heldout.batch(np.arange(min(len(heldout), 512)))
+            hb = heldout.batch(np.arange(min(len(heldout), 512)), device)
             res["heldout_nll"].append(controller_loss(model, dec, hb, layer, cfg.n_subgoals).item())
         ctrl = oracle_control(dec, cfg.n_subgoals)
         post = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer)
@@ -110,7 +113,7 @@ def run_controllers(cfg: ControllersConfig) -> dict:
         res.setdefault("post_task_wrong_colour_hist", []).append(post["wrong_colour_hist"])
         res["pretrain_task_success"].append(
             evaluate(model, None, cfg.eval_episodes, cfg.seed + 2, ctrl, layer)["success"])
-        save_file({k: v.contiguous() for k, v in dec.state_dict().items()}, out / f"controllers_layer{layer}.safetensors")
+        save_file({k: v.cpu().contiguous() for k, v in dec.state_dict().items()}, out / f"controllers_layer{layer}.safetensors")
         print(f"layer {layer}: post-task success {res['post_task_success'][-1]:.3f}, "
               f"pretraining tasks {res['pretrain_task_success'][-1]:.3f}, held-out NLL {res['heldout_nll'][-1]:.3f}")
     best = int(np.argmax(res["post_task_success"]))

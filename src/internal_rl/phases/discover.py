@@ -29,6 +29,7 @@ from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig
 from internal_rl.phases.common import (
     MetricsLogger,
     load_train_state,
+    resolve_device,
     save_train_state,
     set_seed,
     set_threads,
@@ -86,6 +87,8 @@ class DiscoverConfig:
     eval_episodes: int = 250
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
     resume: bool = False
     progress: bool = True
 
@@ -100,7 +103,7 @@ def save_metacontroller(mc: MetaController, folder: str | Path, layer: int) -> N
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_json(folder / "metacontroller.json", {"metacontroller": mc.config, "layer": layer})
-    save_file({k: v.detach().contiguous() for k, v in mc.state_dict().items()}, folder / "metacontroller.safetensors")
+    save_file({k: v.detach().cpu().contiguous() for k, v in mc.state_dict().items()}, folder / "metacontroller.safetensors")
 
 
 def load_metacontroller(folder: str | Path) -> tuple[MetaController, int]:
@@ -152,18 +155,19 @@ def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer:
 def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajectories, layer: int,
                           episodes: int, alpha: float) -> tuple[dict, dict]:
     """Switch F1 etc. on held-out episodes (deterministic z̃ = μ), plus arrays for plotting."""
-    b = data.batch(np.arange(min(episodes, len(data))))
+    b = data.batch(np.arange(min(episodes, len(data))), next(model.parameters()).device)
     losses, out = discovery_step(model, mc, b, layer, alpha, sample=False)
-    beta = out.beta.numpy()
-    res = segmentation_metrics(beta, b["subgoals"].numpy(), b["mask"].numpy())
+    beta, subgoals, mask = out.beta.cpu().numpy(), b["subgoals"].cpu().numpy(), b["mask"].cpu().numpy()
+    res = segmentation_metrics(beta, subgoals, mask)
     res.update(heldout_nll=losses["nll"].item(), heldout_kl=losses["kl"].item())
-    return res, {"beta": beta, "subgoals": b["subgoals"].numpy(), "mask": b["mask"].numpy()}
+    return res, {"beta": beta, "subgoals": subgoals, "mask": mask}
 
 
 def run_discover(cfg: DiscoverConfig) -> dict:
     """Train (or resume) a metacontroller; write segmentation.json and the β plot."""
     set_threads(cfg.threads)
     rng = set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     data = Path(cfg.data)
@@ -181,6 +185,8 @@ def run_discover(cfg: DiscoverConfig) -> dict:
         mc, layer = load_metacontroller(out)
     else:
         mc = MetaController(cfg.metacontroller_config(model.config.d_model))
+    model.to(device)
+    mc.to(device)
     groups = [{"params": mc.parameters(), "lr": cfg.lr}]
     if cfg.cotrain:
         groups.append({"params": model.parameters(), "lr": cfg.base_lr})
@@ -202,7 +208,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     bar = tqdm(total=cfg.steps, initial=step, desc="discover", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.time()
     while step < cfg.steps:
-        batch = train.batch(rng.integers(0, len(train), cfg.batch_size))
+        batch = train.batch(rng.integers(0, len(train), cfg.batch_size), device)
         alpha = kl_weight(cfg, step)
         losses, mo = discovery_step(model, mc, batch, layer, alpha, frozen=not cfg.cotrain,
                                     force_switch=step < cfg.switch_warmup,

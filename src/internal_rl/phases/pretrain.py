@@ -21,6 +21,7 @@ from internal_rl.phases.common import (
     MetricsLogger,
     load_train_state,
     lr_lambda,
+    resolve_device,
     save_train_state,
     set_seed,
     set_threads,
@@ -59,6 +60,8 @@ class PretrainConfig:
     seed: int = 0
     threads: int = 0
     """torch intra-op threads (0 = torch default)."""
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
     resume: bool = False
     """Continue the run in `out` from its last checkpoint."""
     progress: bool = True
@@ -87,8 +90,9 @@ def heldout_nll(model: SequenceModel, data: Trajectories, n: int, batch_size: in
     n = min(n, len(data))
     tot = {"action_nll": 0.0, "obs_nll": 0.0}
     steps = 0
+    device = next(model.parameters()).device
     for s in range(0, n, batch_size):
-        b = data.batch(np.arange(s, min(n, s + batch_size)))
+        b = data.batch(np.arange(s, min(n, s + batch_size)), device)
         k = int(b["mask"].sum())
         out = model.loss(b, obs_weight)
         tot["action_nll"] += out["action_nll"].item() * k
@@ -101,6 +105,7 @@ def heldout_nll(model: SequenceModel, data: Trajectories, n: int, batch_size: in
 def run_pretrain(cfg: PretrainConfig) -> dict:
     """Train (or resume) the base model; returns and writes results.json."""
     set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     set_seed(cfg.seed)
@@ -114,7 +119,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         model = SequenceModel.from_pretrained(out)
     else:
         model = SequenceModel(cfg.model)
-    model.train()
+    model.to(device).train()
     opt = make_optimizer(model.parameters(), cfg)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(cfg.lr_schedule, cfg.steps, cfg.warmup_steps))
     step = 0
@@ -134,7 +139,8 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
 
     lengths = np.asarray(train.lengths)
     while step < cfg.steps:
-        batch = train.batch(length_bucketed_batch(lengths, cfg.batch_size, cfg.seed, step))
+        idx = length_bucketed_batch(lengths, cfg.batch_size, cfg.seed, step)
+        batch = train.batch(idx, device)
         losses = model.loss(batch, cfg.obs_weight)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
@@ -143,7 +149,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         opt.step()
         sched.step()
         step += 1
-        tokens += int(batch["mask"].sum())
+        tokens += int(lengths[idx].sum())
         a = losses["action_nll"].item()
         ema = a if ema is None else 0.98 * ema + 0.02 * a
         bar.update(1)

@@ -8,7 +8,7 @@ from pathlib import Path
 from internal_rl.control.probes import probe_layers
 from internal_rl.data.trajectories import Trajectories
 from internal_rl.models.sequence_model import SequenceModel, freeze
-from internal_rl.phases.common import set_seed, set_threads, write_json
+from internal_rl.phases.common import resolve_device, set_seed, set_threads, write_json
 
 
 @dataclass
@@ -28,13 +28,15 @@ class ProbeConfig:
     """Expert post-training-task episodes for the teacher-forced NLL-by-progress diagnostic."""
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
 
 
 def run_probe(cfg: ProbeConfig) -> dict:
     """Train and score one probe per layer; write probes.json and a plot."""
     set_threads(cfg.threads)
     set_seed(cfg.seed)
-    model = freeze(SequenceModel.from_pretrained(cfg.model))
+    model = freeze(SequenceModel.from_pretrained(cfg.model)).to(resolve_device(cfg.device))
     data = Path(cfg.data)
     res = probe_layers(model, Trajectories.load(data / "D_star"), Trajectories.load(data / "D_star_heldout"),
                        cfg.n_classes, cfg.max_episodes, cfg.steps, cfg.seed)

@@ -26,6 +26,7 @@ from internal_rl.models.sequence_model import SequenceModel
 from internal_rl.phases.common import (
     MetricsLogger,
     load_train_state,
+    resolve_device,
     save_train_state,
     set_seed,
     set_threads,
@@ -67,6 +68,8 @@ class RLConfig:
     """Fresh post-training episodes for the final success rate."""
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
+    """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
     resume: bool = False
     progress: bool = True
 
@@ -74,7 +77,7 @@ class RLConfig:
 class _Agent:
     """What a method trains and how it collects and scores episodes."""
 
-    def __init__(self, cfg: RLConfig):
+    def __init__(self, cfg: RLConfig, device: torch.device = torch.device("cpu")):
         self.cfg = cfg
         if cfg.method not in METHODS:
             raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
@@ -89,6 +92,9 @@ class _Agent:
             for p in self.mc.parameters():
                 p.requires_grad_(False)
             self.net = LatentPolicy(self.model.config.d_model, self.mc.config.n_z, cfg.policy_width)
+            self.mc.to(device)
+        self.model.to(device)
+        self.net.to(device)
 
     def collect(self, n: int, seed: int):
         if self.cfg.method == "raw":
@@ -118,7 +124,7 @@ def run_rl(cfg: RLConfig) -> dict:
     set_seed(cfg.seed)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    agent = _Agent(cfg)
+    agent = _Agent(cfg, resolve_device(cfg.device))
     params = [p for p in agent.net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -135,7 +141,8 @@ def run_rl(cfg: RLConfig) -> dict:
     t0 = time.time()
 
     def checkpoint():
-        save_file({k: v.detach().contiguous() for k, v in agent.net.state_dict().items()}, out / "policy.safetensors")
+        save_file({k: v.detach().cpu().contiguous() for k, v in agent.net.state_dict().items()},
+                  out / "policy.safetensors")
         save_train_state(out, it, opt, extra={"counters": (episodes, env_steps, curve), "generator": g.get_state()})
 
     while it < iterations:

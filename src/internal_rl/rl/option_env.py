@@ -43,8 +43,10 @@ class OptionCore:
         self.n = num_envs
         self.threshold = mc.config.beta_threshold if beta_threshold is None else beta_threshold
         self.always_switch = mc.config.always_switch
+        # the sampling generator stays on the CPU, so a run draws the same random numbers on any device
         self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
-        self.dtype = next(model.parameters()).dtype
+        p = next(model.parameters())
+        self.dtype, self.device = p.dtype, p.device
         self.compact = compact
 
     @torch.no_grad()
@@ -54,19 +56,21 @@ class OptionCore:
             self.generator.manual_seed(seed)
         obs = self.env.reset(self.task, seed=seed)
         self.cache = self.model.new_cache(self.n, self.env.config.max_steps)
-        self.rows = torch.arange(self.n)  # episodes the model still runs (the cache holds these rows)
-        self.prev_action = torch.full((self.n,), -1, dtype=torch.long)
+        dev = self.device
+        self.rows = torch.arange(self.n, device=dev)  # episodes the model still runs (the cache holds these rows)
+        self.prev_action = torch.full((self.n,), -1, dtype=torch.long, device=dev)
         self.e = self._lower(obs)
-        self.h = self.mc.initial_state(self.n, dtype=self.dtype).h
-        self.z = torch.zeros(self.n, self.mc.config.n_z, dtype=self.dtype)
-        self.need = torch.ones(self.n, dtype=torch.bool)
-        self.done = torch.zeros(self.n, dtype=torch.bool)
+        self.h = self.mc.initial_state(self.n, device=dev, dtype=self.dtype).h
+        self.z = torch.zeros(self.n, self.mc.config.n_z, dtype=self.dtype, device=dev)
+        self.need = torch.ones(self.n, dtype=torch.bool, device=dev)
+        self.done = torch.zeros(self.n, dtype=torch.bool, device=dev)
         return self.e
 
     def _lower(self, obs: np.ndarray) -> Tensor:
         r = self.rows
         pa = self.prev_action[r] if self.model.prev_action is not None else None
-        return self.model.lower_step(torch.from_numpy(obs[r.numpy()]).to(self.dtype), self.cache, pa, self.layer)
+        x = torch.from_numpy(obs[r.cpu().numpy()]).to(self.device, self.dtype)
+        return self.model.lower_step(x, self.cache, pa, self.layer)
 
     @torch.no_grad()
     def advance(self, z: Tensor, decide: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -82,16 +86,16 @@ class OptionCore:
         logits = self.model.upper_step(e_hat, self.cache, self.layer, predict_obs=False).action_logits
         # inverse-CDF sampling with one uniform per episode (not per running row), so the random stream
         # and hence every trajectory is the same whether or not finished episodes were dropped
-        u = torch.rand(self.n, generator=self.generator)[r]
+        u = torch.rand(self.n, generator=self.generator).to(self.device)[r]
         cdf = torch.cumsum(torch.softmax(logits.float(), -1), -1)
         a_r = (cdf < u[:, None]).sum(-1).clamp(max=logits.shape[-1] - 1)
-        a = torch.zeros(self.n, dtype=torch.long)
+        a = torch.zeros(self.n, dtype=torch.long, device=self.device)
         a[r] = a_r
-        obs, reward, term, trunc, _ = self.env.step(a.numpy())
+        obs, reward, term, trunc, _ = self.env.step(a.cpu().numpy())
         self.h[r] = self.mc.history_step(self.e[r], self.h[r])
         self.prev_action[r] = a_r
-        self.done = torch.from_numpy(term | trunc)
-        self.need = torch.zeros(self.n, dtype=torch.bool)
+        self.done = torch.from_numpy(term | trunc).to(self.device)
+        self.need = torch.zeros(self.n, dtype=torch.bool, device=self.device)
         if not bool(self.done.all()):
             alive = ~self.done[r]
             if self.compact and int(alive.sum()) <= len(r) // 2:
@@ -101,11 +105,11 @@ class OptionCore:
             e_r = self._lower(obs)
             self.e[r] = e_r
             if self.always_switch:
-                beta = torch.ones(len(r), dtype=self.dtype)
+                beta = torch.ones(len(r), dtype=self.dtype, device=self.device)
             else:
                 beta = self.mc.switch(e_r, self.h[r], self.z[r])
             self.need[r] = (beta >= self.threshold) & ~self.done[r]
-        return torch.from_numpy(reward), self.done, self.need
+        return torch.from_numpy(reward).to(self.device), self.done, self.need
 
     @property
     def env_steps(self) -> np.ndarray:
@@ -130,20 +134,21 @@ class OptionEnv(gymnasium.Env):
         if seed is None:
             seed = int(self.np_random.integers(0, 2**31 - 1))
         e = self.core.reset(seed)
-        return e[0].float().numpy(), {}
+        return e[0].float().cpu().numpy(), {}
 
     def step(self, action):
-        z = torch.as_tensor(np.asarray(action, dtype=np.float32)).reshape(1, -1)
+        z = torch.as_tensor(np.asarray(action, dtype=np.float32), device=self.core.device).reshape(1, -1)
         if z.shape[1] != self.core.mc.config.n_z:
             raise ValueError(f"action must have {self.core.mc.config.n_z} entries, got {z.shape[1]}")
-        total, steps, decide = 0.0, 0, torch.ones(1, dtype=torch.bool)
+        dev = self.core.device
+        total, steps, decide = 0.0, 0, torch.ones(1, dtype=torch.bool, device=dev)
         while True:
             r, done, need = self.core.advance(z, decide)
-            decide = torch.zeros(1, dtype=torch.bool)
+            decide = torch.zeros(1, dtype=torch.bool, device=dev)
             total += float(r[0])
             steps += 1
             if bool(done[0]) or bool(need[0]):
                 break
         env = self.core.env
         info = {"primitive_steps": steps, "success": bool(env.success[0])}
-        return (self.core.e[0].float().numpy(), total, bool(env.terminated[0]), bool(env.truncated[0]), info)
+        return (self.core.e[0].float().cpu().numpy(), total, bool(env.terminated[0]), bool(env.truncated[0]), info)

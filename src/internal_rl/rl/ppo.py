@@ -59,23 +59,23 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     """Run every episode of `core` to the end, asking `policy` for z whenever an episode's switch fires."""
     policy.eval()
     e = core.reset(seed)
-    n, T, D = core.n, core.env.config.max_steps, e.shape[1]
-    g = torch.Generator().manual_seed(seed + 1)
-    E = torch.zeros(n, T, D)
-    Z = torch.zeros(n, T, policy.n_z)
-    LP = torch.zeros(n, T)
-    K = torch.zeros(n, dtype=torch.long)
+    n, T, D, dev = core.n, core.env.config.max_steps, e.shape[1], core.device
+    g = torch.Generator().manual_seed(seed + 1)  # on the CPU: the same draws on any device
+    E = torch.zeros(n, T, D, device=dev)
+    Z = torch.zeros(n, T, policy.n_z, device=dev)
+    LP = torch.zeros(n, T, device=dev)
+    K = torch.zeros(n, dtype=torch.long, device=dev)
     state = policy.initial_state(n)
-    returns = torch.zeros(n)
+    returns = torch.zeros(n, device=dev)
     need = core.need.clone()
-    rows = torch.arange(n)
-    z = torch.zeros(n, policy.n_z)
+    rows = torch.arange(n, device=dev)
+    z = torch.zeros(n, policy.n_z, device=dev)
     while not bool(core.done.all()):
         if bool(need.any()):  # only episodes whose switch fired make a decision (and advance the policy)
             r = rows[need]
             e_r = core.e[r].float()
             mean, logstd, new_sub = policy.step(e_r, [type(s)(*(t[r] for t in s)) for s in state])
-            z_r = mean + logstd.exp() * torch.randn(mean.shape, generator=g)
+            z_r = mean + logstd.exp() * torch.randn(mean.shape, generator=g).to(dev)
             for s, ns in zip(state, new_sub):
                 for t, nt in zip(s, ns):
                     t[r] = nt
@@ -87,7 +87,7 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
         reward, _, need = core.advance(z, need)
         returns += reward
     kmax = max(int(K.max()), 1)
-    mask = torch.arange(kmax)[None] < K[:, None]
+    mask = torch.arange(kmax, device=dev)[None] < K[:, None]
     env = core.env
     return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns,
                     torch.from_numpy(env.success.copy()), torch.from_numpy(env.step_count.copy()))
@@ -105,30 +105,32 @@ def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int) 
     model.eval()
     n, T = env.num_envs, env.config.max_steps
     obs = env.reset(task, seed=seed)
-    g = torch.Generator().manual_seed(seed + 1)
+    dev = next(model.parameters()).device
+    g = torch.Generator().manual_seed(seed + 1)  # on the CPU: the same draws on any device
     cache = model.new_cache(n, T)
-    obs_buf = torch.zeros(n, T + 1, obs.shape[1])
-    A = torch.zeros(n, T, dtype=torch.long)
-    LP = torch.zeros(n, T)
-    alive = torch.zeros(n, T, dtype=torch.bool)
-    prev = torch.full((n,), -1, dtype=torch.long)
-    returns = torch.zeros(n)
+    obs_buf = torch.zeros(n, T + 1, obs.shape[1], device=dev)
+    A = torch.zeros(n, T, dtype=torch.long, device=dev)
+    LP = torch.zeros(n, T, device=dev)
+    alive = torch.zeros(n, T, dtype=torch.bool, device=dev)
+    prev = torch.full((n,), -1, dtype=torch.long, device=dev)
+    returns = torch.zeros(n, device=dev)
     for t in range(T):
-        x = torch.from_numpy(obs)
+        x = torch.from_numpy(obs).to(dev)
         obs_buf[:, t] = x
         out = model.step(x, cache, prev if model.prev_action is not None else None)
         logp = torch.log_softmax(out.action_logits.float(), -1)
-        a = torch.multinomial(logp.exp(), 1, generator=g)[:, 0]
-        alive[:, t] = ~torch.from_numpy(env.done)
-        A[:, t], LP[:, t] = a, logp.gather(1, a[:, None])[:, 0]
+        a = torch.multinomial(logp.exp().cpu(), 1, generator=g)[:, 0]
+        alive[:, t] = ~torch.from_numpy(env.done).to(dev)
         obs, r, term, trunc, _ = env.step(a.numpy())
-        returns += torch.from_numpy(r)
+        a = a.to(dev)
+        A[:, t], LP[:, t] = a, logp.gather(1, a[:, None])[:, 0]
+        returns += torch.from_numpy(r).to(dev)
         prev = a
         if np.all(term | trunc):
             break
     K = alive.sum(1)
     kmax = max(int(K.max()), 1)
-    obs_buf[torch.arange(n), K] = torch.from_numpy(obs)
+    obs_buf[torch.arange(n, device=dev), K] = torch.from_numpy(obs).to(dev)
     return Rollouts(obs_buf[:, : kmax + 1], A[:, :kmax], LP[:, :kmax], alive[:, :kmax], returns,
                     torch.from_numpy(env.success.copy()), torch.from_numpy(env.step_count.copy()))
 
@@ -150,7 +152,7 @@ def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, 
     n = ro.returns.shape[0]
     losses = []
     for _ in range(epochs):
-        perm = torch.randperm(n, generator=generator)
+        perm = torch.randperm(n, generator=generator).to(ro.returns.device)
         for idx in perm.chunk(minibatches):
             logp = logp_fn(ro, idx)
             loss = clipped_surrogate(logp, ro.old_logp[idx], adv[idx], ro.mask[idx], clip)

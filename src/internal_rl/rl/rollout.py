@@ -37,24 +37,25 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
     after k correct colours, `wrong_colour_hist[c]` the failed ones that ended by entering colour c.
     """
     model.eval()
+    p = next(model.parameters())
     successes, lengths, progress, wrong = [], [], [], []
     for b, start in enumerate(range(0, episodes, batch_size)):
         n = min(batch_size, episodes - start)
         env = BatchedPinPad(n, env_config, seed=seed + 7919 * b)
         obs = env.reset(tasks if tasks is None or isinstance(tasks, str) else tasks[start:start + n])
-        g = torch.Generator().manual_seed(seed + 104729 * b)
+        g = torch.Generator(device=p.device).manual_seed(seed + 104729 * b)
         cache = model.new_cache(n, env.config.max_steps)
-        prev = torch.full((n,), -1, dtype=torch.long)
+        prev = torch.full((n,), -1, dtype=torch.long, device=p.device)
         ended_on = np.full(n, -1, dtype=np.int64)
         for _ in range(env.config.max_steps):
-            x = torch.from_numpy(obs).to(next(model.parameters()).dtype)
+            x = torch.from_numpy(obs).to(p.device, p.dtype)
             e = model.lower_step(x, cache, prev if model.prev_action is not None else None, layer)
             if control is not None:
                 e = control(e, env)
             out = model.upper_step(e, cache, layer, predict_obs=False)
             a = sample_actions(out.action_logits, g, greedy)
             was_done = env.done.copy()
-            obs, _, term, trunc, _ = env.step(a.numpy())
+            obs, _, term, trunc, _ = env.step(a.cpu().numpy())
             failed = term & ~was_done & ~env.success
             if failed.any():
                 ended_on[failed] = env.cell_color[np.flatnonzero(failed), env.agent_cell[failed]]

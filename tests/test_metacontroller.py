@@ -234,6 +234,28 @@ def test_force_switch_is_always_switch_for_one_call() -> None:
     assert float(normal.beta[:, 1:].detach().max()) < 1.0  # the next call uses the switching unit again
 
 
+def test_switch_schedule_imposes_beta_and_holds_z() -> None:
+    """An imposed schedule: z jumps to the proposal where β = 1 (always at t = 1) and holds where β = 0."""
+    mc = make()
+    e, mask = inputs()
+    sched = torch.zeros(BATCH, T, dtype=DT)
+    sched[:, 3] = 1.0
+    sched[0, 5] = 1.0
+    out = mc(e, mask, generator=gen(0), switch_schedule=sched)
+    expect = sched.clone()
+    expect[:, 0] = 1.0
+    expect = torch.where(mask, expect, torch.zeros((), dtype=DT))
+    torch.testing.assert_close(out.beta, expect)
+    for b in range(BATCH):  # loop reference: z is the proposal at the last switch at or before t
+        last = 0
+        for t in range(LENGTHS[b]):
+            if expect[b, t] == 1:
+                last = t
+            torch.testing.assert_close(out.z[b, t], out.z_tilde[b, last], rtol=0, atol=0)
+    with pytest.raises(ValueError, match="switch_schedule"):
+        mc(e, mask, switch_schedule=sched[:, :-1])
+
+
 # ----- every option does what it says ---------------------------------------------------------------
 
 

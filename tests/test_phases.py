@@ -126,3 +126,21 @@ def test_device_resolution_and_clear_errors(data_dir, tmp_path):
         with pytest.raises(ValueError, match="CUDA is not available"):
             run_pretrain(cfg)
         assert not (tmp_path / "p").exists()
+
+
+def test_oracle_switch_schedule_and_phase(data_dir, tmp_path):
+    """--oracle-switch imposes β at the label boundaries, so the phase's own segmentation scores F1 = 1."""
+    from internal_rl.phases.discover import oracle_schedule, run_discover
+
+    batch = {"subgoals": torch.tensor([[0, 0, 2, 2, 2, 3, -1], [1, 3, 3, 3, 3, 3, 3]]),
+             "mask": torch.tensor([[True] * 6 + [False], [True] * 7])}
+    expect = torch.tensor([[1, 0, 1, 0, 0, 1, 0], [1, 1, 0, 0, 0, 0, 0]], dtype=torch.float32)
+    torch.testing.assert_close(oracle_schedule(batch), expect)
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+    cfg = presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"), str(tmp_path / "oracle"),
+                                  oracle_switch=True, progress=False)
+    seg = run_discover(cfg)
+    assert seg["oracle_switch"] is True
+    assert seg["f1"] == 1.0 and seg["switches_per_episode"] == seg["subgoals_per_episode"]

@@ -288,12 +288,15 @@ class MetaController(nn.Module):
         noise: Tensor | None = None,
         switch_noise: Tensor | None = None,
         force_switch: bool = False,
+        switch_schedule: Tensor | None = None,
     ) -> MetaOutput:
         """Run the metacontroller over residual streams e (B, T, D) and return β, z, U and ê for every step.
 
         ``sample=False`` uses z̃ = μ (and no Gumbel noise). ``noise`` (B, T, n_z) / ``switch_noise`` (B, T)
         replace the random draws (otherwise drawn from ``generator``); the ones used are returned.
         ``force_switch`` sets β ≡ 1 for this call only (as ``always_switch`` does for every call).
+        ``switch_schedule`` (B, T) imposes β instead of the switching unit (β_1 = 1 still), for analysis:
+        e.g. switches exactly at ground-truth subgoal boundaries, to price the segmentation the paper finds.
         """
         c = self.config
         self._check_e(e, 3, "e")
@@ -331,6 +334,16 @@ class MetaController(nn.Module):
 
         if always:
             beta, z = torch.ones(batch, length, dtype=e.dtype, device=e.device), z_tilde
+        elif switch_schedule is not None:
+            if switch_schedule.shape != (batch, length):
+                raise ValueError(f"switch_schedule must be (B, T) = ({batch}, {length}), "
+                                 f"got {tuple(switch_schedule.shape)}")
+            beta = switch_schedule.to(e.dtype).clone()
+            beta[:, 0] = 1.0
+            zs = [z_tilde[:, 0]]
+            for t in range(1, length):
+                zs.append(beta[:, t, None] * z_tilde[:, t] + (1.0 - beta[:, t, None]) * zs[-1])
+            z = torch.stack(zs, dim=1)
         else:
             beta, z = self._integrate(e_in, h_prev, z_tilde, sample, switch_noise)
 

@@ -66,6 +66,10 @@ class DiscoverConfig:
     gumbel_tau: float = 1.0
     always_switch: bool = False
     """β ≡ 1 ablation."""
+    oracle_switch: bool = False
+    """Analysis, not discovery: impose β = 1 exactly at the ground-truth subgoal boundaries (and t = 1),
+    β = 0 elsewhere, and learn only the codes. Its (NLL, KL) prices the paper's segmentation under the
+    same objective, to compare with what the switching unit finds (docs/RESULTS.md)."""
     decoder_init_scale: float = 1e-2
     """Size of U e relative to e at initialisation."""
     init_logvar: float = 0.0
@@ -131,8 +135,18 @@ def kl_weight(cfg: DiscoverConfig, step: int) -> float:
     return cfg.alpha * min(1.0, max(0.0, step - cfg.switch_warmup) / cfg.kl_warmup)
 
 
+def oracle_schedule(batch: dict) -> torch.Tensor:
+    """β at ground-truth subgoal boundaries: 1 where the label changes (and at t = 1), else 0; (B, T)."""
+    sg, mask = batch["subgoals"], batch["mask"]
+    beta = torch.zeros(sg.shape, dtype=torch.float32, device=sg.device)
+    beta[:, 1:] = ((sg[:, 1:] != sg[:, :-1]) & mask[:, 1:]).float()
+    beta[:, 0] = 1.0
+    return beta
+
+
 def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer: int, alpha: float,
-                   frozen: bool = True, sample: bool = True, force_switch: bool = False, switch_weight: float = 0.0):
+                   frozen: bool = True, sample: bool = True, force_switch: bool = False, switch_weight: float = 0.0,
+                   oracle_switch: bool = False):
     """Loss of one batch; with a frozen base only the controlled activations carry a graph."""
     T = batch["actions"].shape[1]
     pa = prev_actions_of(batch["actions"]) if model.prev_action is not None else None
@@ -141,7 +155,8 @@ def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer:
             e = model.lower(batch["obs"][:, :T], pa, layer)
     else:
         e = model.lower(batch["obs"][:, :T], pa, layer)
-    out = mc(e, batch["mask"], sample=sample, force_switch=force_switch)
+    schedule = oracle_schedule(batch) if oracle_switch and not force_switch else None
+    out = mc(e, batch["mask"], sample=sample, force_switch=force_switch, switch_schedule=schedule)
     logp = model.action_logp(model.upper(out.e_hat, layer), batch["actions"])
     losses = discovery_loss(logp, out, batch["mask"], alpha)
     if switch_weight > 0:
@@ -153,10 +168,10 @@ def discovery_step(model: SequenceModel, mc: MetaController, batch: dict, layer:
 
 @torch.no_grad()
 def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajectories, layer: int,
-                          episodes: int, alpha: float) -> tuple[dict, dict]:
+                          episodes: int, alpha: float, oracle_switch: bool = False) -> tuple[dict, dict]:
     """Switch F1 etc. on held-out episodes (deterministic z̃ = μ), plus arrays for plotting."""
     b = data.batch(np.arange(min(episodes, len(data))), next(model.parameters()).device)
-    losses, out = discovery_step(model, mc, b, layer, alpha, sample=False)
+    losses, out = discovery_step(model, mc, b, layer, alpha, sample=False, oracle_switch=oracle_switch)
     beta, subgoals, mask = out.beta.cpu().numpy(), b["subgoals"].cpu().numpy(), b["mask"].cpu().numpy()
     res = segmentation_metrics(beta, subgoals, mask)
     res.update(heldout_nll=losses["nll"].item(), heldout_kl=losses["kl"].item())
@@ -212,7 +227,8 @@ def run_discover(cfg: DiscoverConfig) -> dict:
         alpha = kl_weight(cfg, step)
         losses, mo = discovery_step(model, mc, batch, layer, alpha, frozen=not cfg.cotrain,
                                     force_switch=step < cfg.switch_warmup,
-                                    switch_weight=0.0 if step < cfg.switch_warmup else cfg.switch_weight)
+                                    switch_weight=0.0 if step < cfg.switch_warmup else cfg.switch_weight,
+                                    oracle_switch=cfg.oracle_switch)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         opt.step()
@@ -233,8 +249,9 @@ def run_discover(cfg: DiscoverConfig) -> dict:
         after = model.state_dict()
         if not all(torch.equal(before[k], after[k]) for k in before):
             raise RuntimeError("the frozen base model changed during discovery")
-    seg, arrays = evaluate_segmentation(model, mc, heldout, layer, cfg.eval_episodes, cfg.alpha)
-    seg.update(alpha=cfg.alpha, cotrain=cfg.cotrain, always_switch=cfg.always_switch, layer=layer, steps=step)
+    seg, arrays = evaluate_segmentation(model, mc, heldout, layer, cfg.eval_episodes, cfg.alpha, cfg.oracle_switch)
+    seg.update(alpha=cfg.alpha, cotrain=cfg.cotrain, always_switch=cfg.always_switch, oracle_switch=cfg.oracle_switch,
+               layer=layer, steps=step)
     write_json(out / "segmentation.json", seg)
     from internal_rl.analysis.plots import plot_switching
 

@@ -25,7 +25,7 @@ from internal_rl.experts.pinpad_expert import ShortestPathExpert, policy_entropy
 class DataConfig:
     """Configuration of the data phase (gridworld-pinpad expert demonstrations)."""
 
-    out: Path = Path("runs/data")
+    out: str = "runs/data"
     """Output folder; receives D/, D_heldout/, D_star/, D_star_heldout/ and data_stats.json."""
     num_episodes: int = 100_000
     """Episodes in dataset D (pretraining data, ε-noisy expert), before the heldout split."""

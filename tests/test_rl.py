@@ -87,6 +87,31 @@ def test_option_core_decisions_follow_switch(always_switch):
                                ro.old_logp.masked_fill(~ro.mask, 0), atol=1e-4, rtol=1e-4)
 
 
+def test_option_core_oracle_switch_decides_at_subgoal_changes():
+    """oracle_switch: a decision at t = 1 and exactly where the env's subgoal label changes (none else)."""
+    class Scripted(BatchedPinPad):  # labels that change every 3 (even rows) or 4 (odd rows) steps
+        @property
+        def subgoal(self):
+            return (self.step_count // (3 + np.arange(self.num_envs) % 2)) % 4
+
+    model, mc = tiny_model(), tiny_mc()
+    env = Scripted(16, seed=3)
+    core = OptionCore(model, mc, layer=1, num_envs=16, seed=3, oracle_switch=True, env=env)
+    core.reset(7)
+    z = torch.zeros(16, mc.config.n_z)
+    decide, prev_sg, n_decisions = core.need.clone(), env.subgoal.copy(), 0
+    assert bool(decide.all())
+    while not bool(core.done.all()):
+        _, done, need = core.advance(z, decide)
+        sg = env.subgoal.copy()
+        expect = torch.from_numpy((sg != prev_sg) & ~done.numpy())
+        assert torch.equal(need, expect)
+        decide, prev_sg, n_decisions = need, sg, n_decisions + int(need.sum())
+    assert n_decisions > 0
+    with pytest.raises(ValueError, match="subgoal"):
+        OptionCore(model, mc, layer=1, num_envs=2, env=type("E", (), {"num_envs": 2})(), oracle_switch=True)
+
+
 def test_option_core_matches_manual_primitive_loop():
     """The engine's β and e equal a hand-written Alg. 1 loop with the same sampled actions."""
     model, mc = tiny_model(), tiny_mc()

@@ -51,6 +51,9 @@ class RLConfig:
     """Discover run folder with the metacontroller (unused by raw)."""
     out: str = "runs/demo/rl"
     task: str = POST_TRAINING_TASK
+    oracle_switch: bool = False
+    """Upper-bound analysis, not the paper's method: the policy decides exactly when the env's
+    ground-truth subgoal changes instead of when the switching unit fires (internal/beta1 only)."""
     episodes: int = 8192
     """Training budget in episodes."""
     batch_size: int = 256
@@ -81,6 +84,8 @@ class _Agent:
         self.cfg = cfg
         if cfg.method not in METHODS:
             raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
+        if cfg.oracle_switch and cfg.method == "raw":
+            raise ValueError("oracle_switch applies to z-space methods; raw acts at every step")
         if cfg.method == "raw":
             self.model = SequenceModel.from_pretrained(cfg.model)
             self.net = self.model
@@ -99,7 +104,8 @@ class _Agent:
     def collect(self, n: int, seed: int):
         if self.cfg.method == "raw":
             return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed)
-        core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed)
+        core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed,
+                          oracle_switch=self.cfg.oracle_switch)
         return collect_latent(core, self.net, seed)
 
     def logp(self, ro, idx):
@@ -164,7 +170,8 @@ def run_rl(cfg: RLConfig) -> dict:
     bar.close()
     checkpoint()
     final = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
-    res = {"method": cfg.method, "final_success": final["success"], "eval_episodes": final["episodes"],
+    res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "final_success": final["success"],
+           "eval_episodes": final["episodes"],
            "episodes": episodes, "env_steps": env_steps, "curve": curve, "seconds": time.time() - t0}
     write_json(out / "results.json", res)
     logger.close()

@@ -31,10 +31,12 @@ class OptionCore:
     def __init__(self, model: SequenceModel, mc: MetaController, layer: int, num_envs: int,
                  task: str | None = POST_TRAINING_TASK, env_config: PinPadConfig | None = None,
                  seed: int | None = None, beta_threshold: float | None = None, env: Any = None,
-                 compact: bool = True):
+                 compact: bool = True, oracle_switch: bool = False):
         """`env`: a batched env with BatchedPinPad's interface (e.g. envs.babyai.BatchedBabyAI) to use
         instead of a new BatchedPinPad; its num_envs must equal `num_envs`, and `task` is passed to its reset.
-        `compact`: drop finished episodes from the model batch (same trajectories, less work)."""
+        `compact`: drop finished episodes from the model batch (same trajectories, less work).
+        `oracle_switch`: an upper-bound analysis, not the paper's method: a decision is asked for exactly when
+        the env's ground-truth subgoal changes (the env must expose `subgoal`), not when β fires."""
         self.model, self.mc, self.layer = model.eval(), mc.eval(), layer
         if env is not None and env.num_envs != num_envs:
             raise ValueError(f"env has {env.num_envs} episodes but num_envs is {num_envs}")
@@ -43,6 +45,9 @@ class OptionCore:
         self.n = num_envs
         self.threshold = mc.config.beta_threshold if beta_threshold is None else beta_threshold
         self.always_switch = mc.config.always_switch
+        self.oracle_switch = oracle_switch
+        if oracle_switch and not hasattr(self.env, "subgoal"):
+            raise ValueError("oracle_switch needs an env that exposes its ground-truth `subgoal`")
         # the sampling generator stays on the CPU, so a run draws the same random numbers on any device
         self.generator = torch.Generator().manual_seed(0 if seed is None else seed)
         p = next(model.parameters())
@@ -64,6 +69,8 @@ class OptionCore:
         self.z = torch.zeros(self.n, self.mc.config.n_z, dtype=self.dtype, device=dev)
         self.need = torch.ones(self.n, dtype=torch.bool, device=dev)
         self.done = torch.zeros(self.n, dtype=torch.bool, device=dev)
+        if self.oracle_switch:
+            self.subgoal = np.asarray(self.env.subgoal).copy()
         return self.e
 
     def _lower(self, obs: np.ndarray) -> Tensor:
@@ -104,7 +111,12 @@ class OptionCore:
                 self.rows = r = r[keep]
             e_r = self._lower(obs)
             self.e[r] = e_r
-            if self.always_switch:
+            if self.oracle_switch:
+                now = np.asarray(self.env.subgoal).copy()
+                changed = torch.from_numpy(now != self.subgoal).to(self.device)
+                self.subgoal = now
+                beta = changed[r].to(self.dtype)
+            elif self.always_switch:
                 beta = torch.ones(len(r), dtype=self.dtype, device=self.device)
             else:
                 beta = self.mc.switch(e_r, self.h[r], self.z[r])

@@ -144,3 +144,14 @@ def test_oracle_switch_schedule_and_phase(data_dir, tmp_path):
     seg = run_discover(cfg)
     assert seg["oracle_switch"] is True
     assert seg["f1"] == 1.0 and seg["switches_per_episode"] == seg["subgoals_per_episode"]
+
+
+def test_demo_command_runs_at_smoke_preset(tmp_path, capsys):
+    """The README's first command, at the smoke preset: data → pretrain → probe, results in --out."""
+    from internal_rl.cli import main
+
+    main(["demo", "--preset", "smoke", "--out", str(tmp_path / "demo"), "--threads", "1"])
+    out = capsys.readouterr().out
+    assert "held-out action NLL" in out and "results written under" in out
+    for f in ("data/data_stats.json", "pretrain/model.safetensors", "pretrain/results.json", "probe/probes.json"):
+        assert (tmp_path / "demo" / f).exists(), f

@@ -24,7 +24,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from internal_rl.control.controller import ControlParams, HyperDecoder
-from internal_rl.models.ssm import Hawk, check_padding_mask
+from internal_rl.models.ssm import Hawk, check_padding_mask, linear_scan
 
 __all__ = [
     "MetaController",
@@ -340,10 +340,8 @@ class MetaController(nn.Module):
                                  f"got {tuple(switch_schedule.shape)}")
             beta = switch_schedule.to(e.dtype).clone()
             beta[:, 0] = 1.0
-            zs = [z_tilde[:, 0]]
-            for t in range(1, length):
-                zs.append(beta[:, t, None] * z_tilde[:, t] + (1.0 - beta[:, t, None]) * zs[-1])
-            z = torch.stack(zs, dim=1)
+            b = beta[:, :, None]
+            z = linear_scan((1.0 - b).expand_as(z_tilde).contiguous(), b * z_tilde)  # z_t = β_t z̃_t + (1 − β_t) z_{t−1}
         else:
             beta, z = self._integrate(e_in, h_prev, z_tilde, sample, switch_noise)
 

@@ -1,0 +1,52 @@
+"""Per-step time of a cached rollout through the seed API (internal_rl.Transformer + MetaController).
+
+The same loop and sizes as the rollout part of bench/compare_metacontroller_pytorch.py (dim 128, depth 2 + 2,
+dim_meta_controller 64, dim_latent 32, state 96, 4 actions, one thread), without their package, so that two
+versions of this library can be compared side by side, e.g. an older commit via ``PYTHONPATH=OLD/src``.
+
+Run: ``.venv/bin/python bench/bench_facade_rollout.py [--batch 2 32] [--T 128] [--repeats 3]``.
+Prints the mean ms/step of each of ``repeats`` T-step rollouts (after a warm-up rollout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--batch", type=int, nargs="+", default=[2, 32])
+    ap.add_argument("--T", type=int, default=128)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    from internal_rl import MetaController, Transformer
+
+    for batch in args.batch:
+        torch.manual_seed(0)
+        model = Transformer(128, action_embed_readout=dict(num_discrete=4), state_embed_readout=dict(num_continuous=96),
+                            lower_body=dict(depth=2), upper_body=dict(depth=2), heads=4, dim_head=32, ff_mult=4.0)
+        mc = MetaController(128, dim_meta_controller=64, dim_latent=32)
+        state = torch.randn(batch, args.T, 96)
+
+        def roll(steps: int) -> float:
+            cache, past = None, None
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                for t in range(steps):
+                    logits, cache = model(state[:, t:t + 1], past, meta_controller=mc, return_cache=True, cache=cache)
+                    m = cache.prev_hiddens.meta_controller
+                    mc.log_prob(m.action_dist, m.actions)  # what a rollout records, as in the comparison
+                    past = torch.distributions.Categorical(logits=logits).sample()
+            return 1e3 * (time.perf_counter() - t0) / steps
+
+        roll(8)
+        times = [roll(args.T) for _ in range(args.repeats)]
+        print(f"batch {batch:3d}  T {args.T}: " + ", ".join(f"{x:.3f}" for x in times) + " ms/step")
+
+
+if __name__ == "__main__":
+    main()

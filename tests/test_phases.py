@@ -155,3 +155,36 @@ def test_demo_command_runs_at_smoke_preset(tmp_path, capsys):
     assert "held-out action NLL" in out and "results written under" in out
     for f in ("data/data_stats.json", "pretrain/model.safetensors", "pretrain/results.json", "probe/probes.json"):
         assert (tmp_path / "demo" / f).exists(), f
+
+
+def test_sweep_pretrain_runs_points_reuses_them_and_rejects_bad_fields(data_dir, tmp_path, monkeypatch):
+    from internal_rl.phases import sweep_pretrain as sp
+
+    pre = presets.pretrain_config("smoke", str(data_dir / "data"), "")
+    pre.steps, pre.progress = 10, False
+    cfg = sp.SweepPretrainConfig(pretrain=pre, probe=presets.probe_config("smoke", "", "", ""),
+                                 controllers=presets.controllers_config("smoke", "", "", ""),
+                                 param="weight_decay", values=[0.0, 2.0], seeds=[0], out=str(tmp_path), threads=1)
+    cfg.controllers.progress, cfg.controllers.layers = False, [1]
+    res = sp.run_sweep_pretrain(cfg)
+    assert [p["value"] for p in res["points"]] == [0.0, 2.0]
+    for p in res["points"]:  # the swept value is what each pretraining run used
+        saved = json.loads((tmp_path / f"weight_decay{p['value']:g}_seed0" / "pretrain" / "config.json").read_text())
+        assert saved["pretrain"]["weight_decay"] == p["value"]
+        assert p["layers"] == [1] and 0.0 <= p["best_post_task_success"] <= 1.0
+    rows = json.loads((tmp_path / "sweep_pretrain.json").read_text())["summary"]
+    assert [r["value"] for r in rows] == [0.0, 2.0] and all(r["seeds"] == 1 for r in rows)
+    assert (tmp_path / "sweep_pretrain.png").stat().st_size > 0
+
+    def no_training(*a, **k):
+        raise AssertionError("a finished point was trained again")
+
+    monkeypatch.setattr(sp, "run_pretrain", no_training)
+    monkeypatch.setattr(sp, "run_controllers", no_training)
+    assert sp.run_sweep_pretrain(cfg)["summary"] == res["summary"]
+
+    assert sp.with_value(pre, "model.depth", 3).model.depth == 3
+    for param, value, msg in [("nonexistent", 1.0, "no field"), ("model.encoder", 1.0, "not numeric"),
+                              ("model.depth", 2.5, "integer")]:
+        with pytest.raises(ValueError, match=msg):
+            sp.with_value(pre, param, value)

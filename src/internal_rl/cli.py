@@ -23,6 +23,7 @@ commands:
   discover     train the metacontroller (self-supervised discovery of abstract actions)
   reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
   sweep-alpha  rate–distortion sweep over the KL weight α, frozen vs co-trained base
+  sweep-pretrain  one pretraining field (--param weight_decay --values ...) → probes + GT controllers (Fig. A2)
   rl           RL on the post-training task: --method internal|raw|beta1|cotrained
   babyai       BabyAI (minigrid) bot demos → pretrain → discover → internal RL (GRPO, ES): --preset smoke|quick --out DIR
 
@@ -76,6 +77,13 @@ def _defaults(cmd: str, preset: str, root: str):
         from internal_rl.phases.sweep_alpha import SweepAlphaConfig
 
         return SweepAlphaConfig(discover=presets.discover_config(preset, model, data, ""), out=f"{root}/sweep_alpha")
+    if cmd == "sweep_pretrain":
+        from internal_rl.phases.sweep_pretrain import SweepPretrainConfig
+
+        return SweepPretrainConfig(pretrain=presets.pretrain_config(preset, data, ""),
+                                   probe=presets.probe_config(preset, "", data, ""),
+                                   controllers=presets.controllers_config(preset, "", data, ""),
+                                   out=f"{root}/sweep_pretrain")
     if cmd == "rl":
         return presets.rl_config(preset, model, f"{root}/discover", f"{root}/rl")
     raise KeyError(cmd)
@@ -89,7 +97,7 @@ def _runner(cmd: str) -> Callable:
     return getattr(module, f"run_{cmd}")
 
 
-PHASES = ("data", "pretrain", "probe", "controllers", "discover", "sweep_alpha", "rl")
+PHASES = ("data", "pretrain", "probe", "controllers", "discover", "sweep_alpha", "sweep_pretrain", "rl")
 
 
 def demo(args: list[str]) -> dict:

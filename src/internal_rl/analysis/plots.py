@@ -118,3 +118,24 @@ def plot_rate_distortion(res: dict, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_sweep_pretrain(res: dict, path: str | Path) -> None:
+    """Pretraining sweep (Fig. A2): best-layer post-task success per seed (dots) and median (line), and held-out NLL."""
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+    pts, rows = res["points"], res["summary"]
+    axes[0].plot([p["value"] for p in pts], [p["best_post_task_success"] for p in pts], "o", alpha=0.5, label="seeds")
+    axes[0].plot([r["value"] for r in rows], [r["best_post_task_success_median"] for r in rows], "-", label="median")
+    axes[0].set_ylim(0, 1)
+    axes[0].set_ylabel("GT controllers: post-task success")
+    axes[1].plot([r["value"] for r in rows], [r["heldout_action_nll_median"] for r in rows], "o-", label="held-out action NLL")
+    axes[1].plot([r["value"] for r in rows], [r["post_task_within_pair_nll_median"] for r in rows], "s--",
+                 label="within-pair NLL, post task")
+    axes[1].set_ylabel("nats per step")
+    for ax in axes:
+        ax.set_xlabel(res["param"])
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

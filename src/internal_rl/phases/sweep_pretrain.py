@@ -77,12 +77,14 @@ def run_point(cfg: SweepPretrainConfig, value: float, seed: int) -> dict:
     if cfg.threads:
         pcfg, probe_cfg, ctrl_cfg = (replace(c, threads=cfg.threads) for c in (pcfg, probe_cfg, ctrl_cfg))
     pre = _load(d / "pretrain" / "results.json")
-    if pre is None or pre.get("steps") != pcfg.steps:
+    trained = pre is None or pre.get("steps") != pcfg.steps
+    if trained:
         pcfg = replace(pcfg, resume=(d / "pretrain" / "train_state.pt").exists())
         pre = run_pretrain(pcfg)
-    probe = _load(d / "probe" / "probes.json") or run_probe(
+    # probes and controllers of an earlier (shorter) model are stale once pretraining has continued
+    probe = (None if trained else _load(d / "probe" / "probes.json")) or run_probe(
         replace(probe_cfg, model=str(d / "pretrain"), data=pcfg.data, out=str(d / "probe"), seed=seed))
-    ctrl = _load(d / "controllers" / "controllers.json") or run_controllers(
+    ctrl = (None if trained else _load(d / "controllers" / "controllers.json")) or run_controllers(
         replace(ctrl_cfg, model=str(d / "pretrain"), data=pcfg.data, out=str(d / "controllers"), seed=seed))
     return {"value": value, "seed": seed, "heldout_action_nll": pre["heldout_action_nll"],
             "probe_accuracy": probe["test_accuracy"], "post_task_within_pair_nll": probe["post_task_within_pair_nll"],

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from internal_rl.experiments import presets
-from internal_rl.phases.common import to_jsonable, write_json
+from internal_rl.phases.common import run_cached, write_json
 
 METHODS = ("internal", "raw", "beta1", "cotrained")
 
@@ -36,13 +36,6 @@ class ReproduceConfig:
     """Where every phase trains: 'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
 
 
-def _cached(path: Path, run, cfg) -> dict:
-    """Run a phase unless its result file already exists (resumable reproduction)."""
-    if path.exists():
-        return json.loads(path.read_text())
-    return to_jsonable(run(cfg))
-
-
 def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: int = 0, device: str = "auto") -> dict:
     """Every phase for one seed; returns the per-method RL results and the analysis summaries."""
     from internal_rl.phases.controllers import run_controllers
@@ -55,18 +48,18 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
     data, model = root / "data", root / "pretrain"
     dcfg = presets.data_config(preset, str(data))
     dcfg.seed = seed
-    _cached(data / "data_stats.json", run_data, dcfg)
+    run_cached(data / "data_stats.json", run_data, dcfg)
     pcfg = presets.pretrain_config(preset, str(data), str(model))
     pcfg.seed, pcfg.threads, pcfg.device = seed, threads, device
-    pre = _cached(model / "results.json", run_pretrain, pcfg)
+    pre = run_cached(model / "results.json", run_pretrain, pcfg)
     prcfg = presets.probe_config(preset, str(model), str(data), str(root / "probe"))
     prcfg.device = device
-    probe = _cached(root / "probe" / "probes.json", run_probe, prcfg)
+    probe = run_cached(root / "probe" / "probes.json", run_probe, prcfg)
     ccfg = presets.controllers_config(preset, str(model), str(data), str(root / "controllers"))
     ccfg.seed, ccfg.device = seed, device
     ccfg.layers = ccfg.layers or presets.reproduce_controller_layers(preset, json.loads(
         (model / "config.json").read_text())["model"])
-    ctrl = _cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
+    ctrl = run_cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
     discover_dirs = {"internal": "discover", "raw": None, "beta1": "discover_beta1", "cotrained": "discover_cotrained"}
     extra = {"internal": {}, "beta1": {"always_switch": True}, "cotrained": {"cotrain": True}}
     seg = {}
@@ -75,13 +68,13 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
         if name is not None:
             dis = presets.discover_config(preset, str(model), str(data), str(root / name), seed=seed, **extra[method])
             dis.device = device
-            seg[method] = _cached(root / name / "segmentation.json", run_discover, dis)
+            seg[method] = run_cached(root / name / "segmentation.json", run_discover, dis)
     rl = {}
     for method in methods:
         rcfg = presets.rl_config(preset, str(model), str(root / (discover_dirs[method] or "discover")),
                                  str(root / f"rl_{method}"), method)
         rcfg.seed, rcfg.device = seed, device
-        rl[method] = _cached(root / f"rl_{method}" / "results.json", run_rl, rcfg)
+        rl[method] = run_cached(root / f"rl_{method}" / "results.json", run_rl, rcfg)
     return {"pretrain": pre, "probe": probe, "controllers": ctrl, "segmentation": seg, "rl": rl}
 
 

@@ -13,7 +13,7 @@ import os
 import random
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -47,6 +47,15 @@ def resolve_device(spec: str) -> torch.device:
     if device.type not in ("cpu", "cuda"):
         raise ValueError(f"device {spec!r}: only cpu and cuda are supported")
     return device
+
+
+def run_cached(path: str | Path, run: Callable[[Any], Any], cfg: Any) -> dict:
+    """`run(cfg)` unless its result file `path` already exists, whose contents are returned instead
+    (how reproduce and the sweeps resume: finished phases are read back, not retrained)."""
+    path = Path(path)
+    if path.exists():
+        return json.loads(path.read_text())
+    return to_jsonable(run(cfg))
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from internal_rl.phases.common import write_json
+from internal_rl.phases.common import run_cached, write_json
 from internal_rl.phases.discover import DiscoverConfig, run_discover
 
 
@@ -35,13 +35,8 @@ def run_sweep_alpha(cfg: SweepAlphaConfig) -> dict:
         rows = []
         for alpha in cfg.alphas:
             run_dir = out / f"{mode}_alpha{alpha:g}"
-            seg_path = run_dir / "segmentation.json"
-            if seg_path.exists():
-                import json
-
-                seg = json.loads(seg_path.read_text())
-            else:
-                seg = run_discover(replace(cfg.discover, alpha=alpha, cotrain=mode == "cotrained", out=str(run_dir)))
+            seg = run_cached(run_dir / "segmentation.json", run_discover,
+                             replace(cfg.discover, alpha=alpha, cotrain=mode == "cotrained", out=str(run_dir)))
             rows.append({"alpha": alpha, "kl": seg["heldout_kl"], "nll": seg["heldout_nll"], "f1": seg["f1"],
                          "switches_per_episode": seg["switches_per_episode"],
                          "subgoals_per_episode": seg["subgoals_per_episode"]})

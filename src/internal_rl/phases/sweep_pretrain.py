@@ -16,7 +16,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from internal_rl.phases.common import write_json
+from internal_rl.phases.common import run_cached, write_json
 from internal_rl.phases.controllers import ControllersConfig, run_controllers
 from internal_rl.phases.pretrain import PretrainConfig, run_pretrain
 from internal_rl.phases.probe import ProbeConfig, run_probe
@@ -53,20 +53,14 @@ def _field_type(cfg: object, name: str) -> type:
 
 def with_value(cfg: PretrainConfig, param: str, value: float) -> PretrainConfig:
     """A copy of `cfg` with `param` (``name`` or ``model.name``) set to `value`, cast to the field's type."""
-    if param.startswith("model."):
-        name = param.split(".", 1)[1]
-        t = _field_type(cfg.model, name)
-        if t is int and value != int(value):
-            raise ValueError(f"{param} is an integer field, got {value}")
-        return replace(cfg, model=replace(cfg.model, **{name: t(value)}))
-    t = _field_type(cfg, param)
+    in_model = param.startswith("model.")
+    name = param.removeprefix("model.")
+    t = _field_type(cfg.model if in_model else cfg, name)
     if t is int and value != int(value):
         raise ValueError(f"{param} is an integer field, got {value}")
-    return replace(cfg, **{param: t(value)})
-
-
-def _load(path: Path) -> dict | None:
-    return json.loads(path.read_text()) if path.exists() else None
+    if in_model:
+        return replace(cfg, model=replace(cfg.model, **{name: t(value)}))
+    return replace(cfg, **{name: t(value)})
 
 
 def run_point(cfg: SweepPretrainConfig, value: float, seed: int) -> dict:
@@ -76,16 +70,18 @@ def run_point(cfg: SweepPretrainConfig, value: float, seed: int) -> dict:
     probe_cfg, ctrl_cfg = cfg.probe, cfg.controllers
     if cfg.threads:
         pcfg, probe_cfg, ctrl_cfg = (replace(c, threads=cfg.threads) for c in (pcfg, probe_cfg, ctrl_cfg))
-    pre = _load(d / "pretrain" / "results.json")
+    results = d / "pretrain" / "results.json"
+    pre = json.loads(results.read_text()) if results.exists() else None
     trained = pre is None or pre.get("steps") != pcfg.steps
     if trained:
-        pcfg = replace(pcfg, resume=(d / "pretrain" / "train_state.pt").exists())
-        pre = run_pretrain(pcfg)
-    # probes and controllers of an earlier (shorter) model are stale once pretraining has continued
-    probe = (None if trained else _load(d / "probe" / "probes.json")) or run_probe(
-        replace(probe_cfg, model=str(d / "pretrain"), data=pcfg.data, out=str(d / "probe"), seed=seed))
-    ctrl = (None if trained else _load(d / "controllers" / "controllers.json")) or run_controllers(
-        replace(ctrl_cfg, model=str(d / "pretrain"), data=pcfg.data, out=str(d / "controllers"), seed=seed))
+        pre = run_pretrain(replace(pcfg, resume=(d / "pretrain" / "train_state.pt").exists()))
+        # probes and controllers of an earlier (shorter) model are stale once pretraining has continued
+        for stale in (d / "probe" / "probes.json", d / "controllers" / "controllers.json"):
+            stale.unlink(missing_ok=True)
+    probe = run_cached(d / "probe" / "probes.json", run_probe,
+                       replace(probe_cfg, model=str(d / "pretrain"), data=pcfg.data, out=str(d / "probe"), seed=seed))
+    ctrl = run_cached(d / "controllers" / "controllers.json", run_controllers,
+                      replace(ctrl_cfg, model=str(d / "pretrain"), data=pcfg.data, out=str(d / "controllers"), seed=seed))
     return {"value": value, "seed": seed, "heldout_action_nll": pre["heldout_action_nll"],
             "probe_accuracy": probe["test_accuracy"], "post_task_within_pair_nll": probe["post_task_within_pair_nll"],
             "layers": ctrl["layers"], "post_task_success": ctrl["post_task_success"],

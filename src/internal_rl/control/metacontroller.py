@@ -24,6 +24,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from internal_rl.control.controller import ControlParams, HyperDecoder
+from internal_rl.control.switching import switch_recurrence
 from internal_rl.models.ssm import Hawk, check_padding_mask, linear_scan
 
 __all__ = [
@@ -363,24 +364,23 @@ class MetaController(nn.Module):
     def _integrate(
         self, e: Tensor, h_prev: Tensor, z_tilde: Tensor, sample: bool, switch_noise: Tensor | None
     ) -> tuple[Tensor, Tensor]:
-        """The β/z recurrence z_t = β_t z̃_t + (1 − β_t) z_{t−1}, a python loop over T of small ops.
+        """The β/z recurrence z_t = β_t z̃_t + (1 − β_t) z_{t−1}, a python loop over T of a few small ops.
 
-        The parts of f_switch's first layer that do not depend on z are computed for all t at once.
+        f_switch reads z_{t−1} only through its first layer, y_t = W_z z_t, and y obeys the same
+        recurrence as z: y_t = β_t (W_z z̃_t) + (1 − β_t) y_{t−1}. So W_z z̃ and the parts of the first
+        layer that read e and h are computed for all t at once, the loop (``switch_recurrence``, with a
+        hand-written backward) carries only y, and z itself is one parallel linear scan over the β found.
         """
         D, n_h = self.config.d_model, self.config.n_h
         w, b = self.switch_in.weight, self.switch_in.bias
         pre = F.linear(torch.cat([e, h_prev], dim=-1), w[:, : D + n_h], b)  # (B, T, switch_hidden)
-        w_z = w[:, D + n_h :]
-        z_prev = z_tilde[:, 0]  # β_1 = 1: the first code is the first proposal
-        betas = [torch.ones_like(z_prev[:, 0])]
-        zs = [z_prev]
-        for t in range(1, e.shape[1]):
-            logit = self.switch_out(F.relu(pre[:, t] + F.linear(z_prev, w_z))).squeeze(-1)
-            beta_t = self._relax(logit, sample, None if switch_noise is None else switch_noise[:, t])
-            z_prev = beta_t[:, None] * z_tilde[:, t] + (1.0 - beta_t[:, None]) * z_prev
-            betas.append(beta_t)
-            zs.append(z_prev)
-        return torch.stack(betas, dim=1), torch.stack(zs, dim=1)
+        y_tilde = F.linear(z_tilde, w[:, D + n_h :])  # W_z z̃_t, (B, T, switch_hidden)
+        c = self.config
+        beta = switch_recurrence(pre, y_tilde, self.switch_out.weight[0], self.switch_out.bias[0],
+                                 switch_noise if c.switch == "gumbel" and sample else None,
+                                 c.switch, c.gumbel_tau, c.beta_threshold)
+        keep = (1.0 - beta)[:, :, None].expand_as(z_tilde).contiguous()
+        return beta, linear_scan(keep, beta[:, :, None] * z_tilde)
 
     # ----- one step at a time (rollouts) -----------------------------------------------------------
 

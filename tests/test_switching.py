@@ -51,6 +51,14 @@ def test_values_and_gradients_match_the_autograd_loop(mode, use_noise):
     assert ours[4].abs() > 0  # the gradient reaches the output bias: the check is not vacuous
 
 
+def test_single_step_sequence():
+    pre, y_tilde, w_out, b_out, _ = _inputs(4, T=1)
+    beta = switch_recurrence(pre, y_tilde, w_out, b_out)
+    assert torch.equal(beta, torch.ones(pre.shape[0], 1, dtype=torch.float64))
+    g = torch.autograd.grad(beta.sum(), (pre, y_tilde), allow_unused=True)
+    assert all(x is None or not x.any() for x in g)
+
+
 def test_gradcheck_soft():
     pre, y_tilde, w_out, b_out, _ = _inputs(2, B=2, T=6, H=4)
     assert torch.autograd.gradcheck(lambda *a: switch_recurrence(*a), (pre, y_tilde, w_out, b_out))

@@ -77,7 +77,7 @@ class _SwitchRecurrence(torch.autograd.Function):
             gy = torch.addcmul(gy * keep_t[t], gl[:, None], gate_t[t])
         g_ys.append(gy)
         g_y = torch.stack(g_ys[::-1], dim=1)
-        g_logit = F.pad(torch.stack(g_logits[::-1], dim=1), (1, 0))
+        g_logit = F.pad(torch.stack(g_logits[::-1], dim=1), (1, 0)) if g_logits else torch.zeros_like(beta)
         g_pre = g_logit[:, :, None] * gate_w
         g_y_tilde = g_y * beta[:, :, None]  # β_1 = 1 passes all of ∂L/∂y_1 to ỹ_1
         g_w_out = torch.einsum("bt,bth->h", g_logit, F.relu(acts))

@@ -9,7 +9,6 @@ metacontroller sizes (only step counts, batch sizes and episode counts are shrun
 import json
 
 import pytest
-import torch
 
 from internal_rl.experiments import presets
 from internal_rl.models.sequence_model import SequenceModel
@@ -67,8 +66,8 @@ def test_paper_preset_runs_every_phase_at_paper_sizes(tmp_path):
 
     rcfg = presets.rl_config("paper", str(tmp_path / "pretrain"), str(tmp_path / "discover"), str(tmp_path / "rl"))
     rcfg.episodes, rcfg.batch_size, rcfg.eval_episodes, rcfg.device, rcfg.progress = 8, 4, 4, "cpu", False
-    before = {k: v.clone() for k, v in model.state_dict().items()}
     out = run_rl(rcfg)
-    assert out["episodes"] == 8
-    after = SequenceModel.from_pretrained(tmp_path / "pretrain").state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)  # internal RL leaves the base untouched
+    assert out["episodes"] == 8 and out["env_steps"] >= 8 and 0.0 <= out["final_success"] <= 1.0
+    saved = json.loads((tmp_path / "rl" / "results.json").read_text())
+    assert saved["method"] == "internal" and saved["episodes"] == 8
+    assert (tmp_path / "rl" / "policy.safetensors").stat().st_size > 0

@@ -24,7 +24,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from internal_rl.control.controller import ControlParams, HyperDecoder
-from internal_rl.control.switching import switch_recurrence
+from internal_rl.control.switching import relax_value, switch_recurrence
 from internal_rl.models.ssm import Hawk, check_padding_mask, linear_scan
 
 __all__ = [
@@ -259,15 +259,10 @@ class MetaController(nn.Module):
     def _relax(self, logit: Tensor, sample: bool, switch_noise: Tensor | None) -> Tensor:
         """β from the switch logit according to ``config.switch``."""
         c = self.config
-        p = torch.sigmoid(logit)
-        if c.switch == "soft":
-            return p
+        beta, p = relax_value(logit, c.switch, c.gumbel_tau, c.beta_threshold, switch_noise if sample else None)
         if c.switch == "hard":
-            hard = (p >= c.beta_threshold).to(p.dtype)
-            return hard + (p - p.detach())  # straight-through: value exactly hard, gradient of p
-        if sample and switch_noise is not None:
-            logit = logit + switch_noise
-        return torch.sigmoid(logit / c.gumbel_tau)
+            return beta + (p - p.detach())  # straight-through: value exactly hard, gradient of p
+        return beta
 
     def _draw_noise(
         self, shape: tuple[int, ...], like: Tensor, generator: torch.Generator | None, logistic: bool = False

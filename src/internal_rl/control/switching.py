@@ -21,7 +21,21 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["switch_recurrence"]
+__all__ = ["relax_value", "switch_recurrence"]
+
+
+def relax_value(logit: Tensor, mode: str, tau: float, threshold: float,
+                noise: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(β, p): β from the switch logit under ``mode``, and the sigmoid p whose slope its gradient uses.
+
+    soft: β = p = σ(l); hard: β = 1[σ(l) ≥ threshold], p = σ(l) (the straight-through surrogate);
+    gumbel: β = p = σ((l + noise) / τ). The one definition for the loop below and for MetaController.
+    """
+    if mode == "gumbel":
+        p = torch.sigmoid((logit if noise is None else logit + noise) / tau)
+        return p, p
+    p = torch.sigmoid(logit)
+    return ((p >= threshold).to(p.dtype) if mode == "hard" else p), p
 
 
 class _SwitchRecurrence(torch.autograd.Function):
@@ -39,12 +53,7 @@ class _SwitchRecurrence(torch.autograd.Function):
         for t in range(1, pre.shape[1]):
             a = pre_t[t] + y
             logit = torch.addmv(b_out, F.relu(a), w_out)
-            if mode == "gumbel":
-                p = torch.sigmoid((logit if noise_t is None else logit + noise_t[t]) / tau)
-                b = p
-            else:
-                p = torch.sigmoid(logit)
-                b = (p >= threshold).to(p.dtype) if mode == "hard" else p
+            b, p = relax_value(logit, mode, tau, threshold, None if noise_t is None else noise_t[t])
             y = torch.lerp(y, y_tilde_t[t], b[:, None])
             ys.append(y)
             acts.append(a)

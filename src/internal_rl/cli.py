@@ -21,6 +21,7 @@ commands:
   probe        linear subgoal probes on every layer
   controllers  ground-truth controllers per layer, evaluated on the post-training task
   discover     train the metacontroller (self-supervised discovery of abstract actions)
+  codes        the discovered subgoal codes, chained by the true subgoal (what internal RL's z-space holds)
   reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
   sweep-alpha  rate–distortion sweep over the KL weight α, frozen vs co-trained base
   sweep-pretrain  one pretraining field (--param weight_decay --values ...) → probes + GT controllers (Fig. A2)
@@ -73,6 +74,11 @@ def _defaults(cmd: str, preset: str, root: str):
         return presets.controllers_config(preset, model, data, f"{root}/controllers")
     if cmd == "discover":
         return presets.discover_config(preset, model, data, f"{root}/discover")
+    if cmd == "codes":
+        from internal_rl.phases.codes import CodesConfig
+
+        small = dict(code_episodes=20, eval_episodes=16) if preset == "smoke" else {}
+        return CodesConfig(model=model, discover=f"{root}/discover", data=data, out=f"{root}/codes", **small)
     if cmd == "sweep_alpha":
         from internal_rl.phases.sweep_alpha import SweepAlphaConfig
 
@@ -97,7 +103,7 @@ def _runner(cmd: str) -> Callable:
     return getattr(module, f"run_{cmd}")
 
 
-PHASES = ("data", "pretrain", "probe", "controllers", "discover", "sweep_alpha", "sweep_pretrain", "rl")
+PHASES = ("data", "pretrain", "probe", "controllers", "discover", "codes", "sweep_alpha", "sweep_pretrain", "rl")
 
 
 def demo(args: list[str]) -> dict:

@@ -54,7 +54,8 @@ def test_codes_are_the_mean_switch_code_per_subgoal(setup):
         subgoal_codes(model, mc, 1, bad, 4)
 
 
-def test_each_decision_gets_the_next_subgoals_code(setup, monkeypatch):
+@pytest.mark.parametrize("oracle", [False, True])
+def test_each_decision_gets_the_next_subgoals_code(setup, monkeypatch, oracle):
     _, model, mc = setup
     codes = np.arange(12, dtype=np.float64).reshape(4, 3)  # row k is recognisably subgoal k's
     seen = []
@@ -65,12 +66,15 @@ def test_each_decision_gets_the_next_subgoals_code(setup, monkeypatch):
         return advance(self, z, decide)
 
     monkeypatch.setattr(OptionCore, "advance", spy)
-    res = chain_codes(model, mc, 1, codes, "0-1-2-3-4-5-6-7-0-1-2-3", episodes=8, seed=3)
+    res = chain_codes(model, mc, 1, codes, "0-1-2-3-4-5-6-7-0-1-2-3", episodes=8, seed=3, oracle_switch=oracle)
     assert len(seen) > 0 and sum(len(s) for _, s in seen) == pytest.approx(res["decisions_per_episode"] * 8)
     for z, sub in seen:
         np.testing.assert_array_equal(z.numpy(), codes[sub].astype(np.float32))
     assert sum(res["colours_visited_histogram"]) == 8 and len(res["colours_visited_histogram"]) == 13
     assert 0.0 <= res["success"] <= 1.0
+    if oracle:  # decisions only at t = 1 and where the true subgoal changed: at most one per colour pair reached
+        progress = np.repeat(np.arange(13), res["colours_visited_histogram"])
+        assert res["decisions_per_episode"] <= np.mean(1 + progress // 2)
     with pytest.raises(ValueError, match="no code"):
         chain_codes(model, mc, 1, np.full((4, 3), np.nan), None, episodes=2)
 

@@ -15,12 +15,17 @@ import torch
 
 from internal_rl.control.metacontroller import MetaController
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
+from internal_rl.phases.discover import oracle_schedule
 from internal_rl.rl.option_env import OptionCore
 
 
 @torch.no_grad()
-def subgoal_codes(model: SequenceModel, mc: MetaController, layer: int, batch: dict, n_subgoals: int) -> dict:
+def subgoal_codes(model: SequenceModel, mc: MetaController, layer: int, batch: dict, n_subgoals: int,
+                  oracle_switch: bool = False) -> dict:
     """Mean code per subgoal over the switch steps of `batch` (a Trajectories batch, z̃ = μ, no sampling).
+
+    `oracle_switch`: switch at the true subgoal boundaries (for metacontrollers discovered with --oracle-switch,
+    whose switching unit was never trained).
 
     Returns {"codes": (K, n_z) array (NaN rows for subgoals never switched to), "counts": (K,),
     "spread": (K,) mean per-dimension std within each group, "distances": (K, K) between the means}.
@@ -28,7 +33,8 @@ def subgoal_codes(model: SequenceModel, mc: MetaController, layer: int, batch: d
     actions, mask = batch["actions"], batch["mask"]
     pa = prev_actions_of(actions) if model.prev_action is not None else None
     e = model.lower(batch["obs"][:, : actions.shape[1]], pa, layer)
-    out = mc(e, mask, sample=False)
+    schedule = oracle_schedule(batch) if oracle_switch else None
+    out = mc(e, mask, sample=False, switch_schedule=schedule)
     switched = ((out.beta > mc.config.beta_threshold) & mask).cpu().numpy()
     z, labels = out.z.float().cpu().numpy(), batch["subgoals"].cpu().numpy()
     if labels.min(initial=0) < -1 or labels.max(initial=0) >= n_subgoals:
@@ -46,15 +52,16 @@ def subgoal_codes(model: SequenceModel, mc: MetaController, layer: int, batch: d
 
 @torch.no_grad()
 def chain_codes(model: SequenceModel, mc: MetaController, layer: int, codes: np.ndarray, task: str | None,
-                episodes: int, seed: int = 0, scale: float = 1.0) -> dict:
+                episodes: int, seed: int = 0, scale: float = 1.0, oracle_switch: bool = False) -> dict:
     """Success of handing the env's next subgoal's code (times `scale`) to the option env at every decision.
 
     `task`: a task string, or None for a pretraining task sampled per episode. Returns success, the
     histogram of colours visited in order when each episode ended, and decisions per episode.
+    `oracle_switch`: decide when the env's subgoal changes instead of when β fires.
     """
     if np.isnan(codes).any():
         raise ValueError("a subgoal has no code (no switch to it in the data): chaining needs every subgoal")
-    core = OptionCore(model, mc, layer, episodes, task=task, seed=seed)
+    core = OptionCore(model, mc, layer, episodes, task=task, seed=seed, oracle_switch=oracle_switch)
     core.reset(seed)
     table = torch.as_tensor(codes * scale, dtype=core.dtype, device=core.device)
     need = torch.ones(episodes, dtype=torch.bool, device=core.device)

@@ -40,6 +40,9 @@ class CodesConfig:
     scales: list[float] = field(default_factory=lambda: [1.0])
     """Multiples of the codes to chain (1 = as learned; larger pushes the controller further)."""
     task: str = POST_TRAINING_TASK
+    oracle_switch: bool = False
+    """Read and chain the codes at the true subgoal boundaries instead of where β fires (analysis of a
+    discover run made with --oracle-switch, whose switching unit is untrained; not the paper's method)."""
     seed: int = 0
     threads: int = 0
     device: str = "auto"
@@ -56,8 +59,8 @@ def run_codes(cfg: CodesConfig) -> dict:
     mc = mc.to(device).eval()
     heldout = Trajectories.load(Path(cfg.data) / "D_star_heldout")
     batch = heldout.batch(np.arange(min(cfg.code_episodes, len(heldout))), device)
-    found = subgoal_codes(model, mc, layer, batch, cfg.n_subgoals)
-    res: dict = {"discover": cfg.discover, "layer": layer, "task": cfg.task,
+    found = subgoal_codes(model, mc, layer, batch, cfg.n_subgoals, cfg.oracle_switch)
+    res: dict = {"discover": cfg.discover, "layer": layer, "task": cfg.task, "oracle_switch": cfg.oracle_switch,
                  **{k: np.asarray(v).tolist() for k, v in found.items()}, "chaining": []}
     missing = [k for k in range(cfg.n_subgoals) if found["counts"][k] == 0]
     if missing:  # chaining needs a code for every subgoal; say so rather than fail
@@ -65,7 +68,7 @@ def run_codes(cfg: CodesConfig) -> dict:
         print(f"[codes] {res['chaining_skipped']}; chaining skipped", flush=True)
     for scale in [] if missing else cfg.scales:
         for name, task in (("pretraining", None), ("post", cfg.task)):
-            r = chain_codes(model, mc, layer, found["codes"], task, cfg.eval_episodes, cfg.seed, scale)
+            r = chain_codes(model, mc, layer, found["codes"], task, cfg.eval_episodes, cfg.seed, scale, cfg.oracle_switch)
             res["chaining"].append({"scale": scale, "tasks": name, **r})
             print(f"[codes] scale {scale:g}, {name} tasks: success {r['success']:.3f} "
                   f"({r['decisions_per_episode']:.2f} decisions per episode)", flush=True)

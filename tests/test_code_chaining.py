@@ -72,6 +72,8 @@ def test_each_decision_gets_the_next_subgoals_code(setup, monkeypatch, oracle):
         np.testing.assert_array_equal(z.numpy(), codes[sub].astype(np.float32))
     assert sum(res["colours_visited_histogram"]) == 8 and len(res["colours_visited_histogram"]) == 13
     assert 0.0 <= res["success"] <= 1.0
+    failed = sum(res["wrong_colour_histogram"])  # every episode that did not succeed or run out of time
+    assert len(res["wrong_colour_histogram"]) == 8 and failed <= 8 - round(8 * res["success"])
     if oracle:  # decisions only at t = 1 and where the true subgoal changed: at most one per colour pair reached
         progress = np.repeat(np.arange(13), res["colours_visited_histogram"])
         assert res["decisions_per_episode"] <= np.mean(1 + progress // 2)

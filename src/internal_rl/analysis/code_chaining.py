@@ -56,7 +56,8 @@ def chain_codes(model: SequenceModel, mc: MetaController, layer: int, codes: np.
     """Success of handing the env's next subgoal's code (times `scale`) to the option env at every decision.
 
     `task`: a task string, or None for a pretraining task sampled per episode. Returns success, the
-    histogram of colours visited in order when each episode ended, and decisions per episode.
+    histogram of colours visited in order when each episode ended, of the wrong colour entered by the
+    episodes that failed, and decisions per episode.
     `oracle_switch`: decide when the env's subgoal changes instead of when β fires.
     """
     if np.isnan(codes).any():
@@ -66,15 +67,19 @@ def chain_codes(model: SequenceModel, mc: MetaController, layer: int, codes: np.
     table = torch.as_tensor(codes * scale, dtype=core.dtype, device=core.device)
     need = torch.ones(episodes, dtype=torch.bool, device=core.device)
     z = torch.zeros(episodes, mc.config.n_z, dtype=core.dtype, device=core.device)
-    decisions = np.zeros(episodes)
+    decisions, ended_on = np.zeros(episodes), np.full(episodes, -1)
+    env = core.env
     while True:
-        next_subgoal = torch.as_tensor(core.env.subgoal.copy(), device=core.device)
+        next_subgoal = torch.as_tensor(env.subgoal.copy(), device=core.device)
         z = torch.where(need[:, None], table[next_subgoal], z)
         decisions += need.cpu().numpy()
+        was_done = env.done.copy()
         _, done, need = core.advance(z, need)
+        failed = np.flatnonzero(env.terminated & ~was_done & ~env.success)
+        ended_on[failed] = env.cell_color[failed, env.agent_cell[failed]]
         if bool(done.all()):
             break
-    env = core.env
     return {"success": float(env.success.mean()),
             "colours_visited_histogram": np.bincount(env.progress, minlength=int(env.task_len.max()) + 1).tolist(),
+            "wrong_colour_histogram": np.bincount(ended_on[ended_on >= 0], minlength=env.config.n_colors).tolist(),
             "decisions_per_episode": float(decisions.mean()), "episodes": episodes}

@@ -188,3 +188,34 @@ def test_sweep_pretrain_runs_points_reuses_them_and_rejects_bad_fields(data_dir,
                               ("model.depth", 2.5, "integer")]:
         with pytest.raises(ValueError, match=msg):
             sp.with_value(pre, param, value)
+
+
+def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_path):
+    """Stopping RL and resuming gives the same policy as one uninterrupted run; resuming at the budget
+    already reached trains nothing and only evaluates (how a stopped run is scored)."""
+    from safetensors.torch import load_file
+
+    from internal_rl.phases.discover import run_discover
+    from internal_rl.phases.rl import run_rl
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+    run_discover(presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"),
+                                         str(tmp_path / "discover"), progress=False))
+
+    def rl(out: str, episodes: int, resume: bool = False) -> dict:
+        cfg = presets.rl_config("smoke", str(tmp_path / "pretrain"), str(tmp_path / "discover"), str(tmp_path / out))
+        cfg.episodes, cfg.resume, cfg.progress = episodes, resume, False
+        return run_rl(cfg)
+
+    whole = rl("whole", 64)
+    rl("split", 32)
+    split = rl("split", 64, resume=True)
+    a, b = load_file(tmp_path / "whole" / "policy.safetensors"), load_file(tmp_path / "split" / "policy.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert split["curve"] == whole["curve"] and split["final_success"] == whole["final_success"]
+    again = rl("split", 64, resume=True)  # nothing left to train: evaluation only
+    c = load_file(tmp_path / "split" / "policy.safetensors")
+    assert all(torch.equal(b[k], c[k]) for k in b) and again["episodes"] == 64
+    assert again["curve"] == whole["curve"] and len(again["curve"]) == 64 // 16

@@ -93,3 +93,16 @@ def test_codes_phase_writes_codes_json(setup, tmp_path):
     assert [(c["scale"], c["tasks"]) for c in res["chaining"]] == [(1, "pretraining"), (1, "post"),
                                                                    (2, "pretraining"), (2, "post")]
     assert np.asarray(res["codes"]).shape == (4, 8) and len(res["counts"]) == 4
+
+
+def test_oracle_codes_are_read_at_the_true_boundaries(setup):
+    root, model, mc = setup
+    data = Trajectories.load(root / "data" / "D_star_heldout")
+    batch = data.batch(np.arange(len(data)), torch.device("cpu"))
+    found = subgoal_codes(model, mc, 1, batch, 4, oracle_switch=True)
+    expect = np.zeros(4, dtype=np.int64)  # one switch per segment: t = 1 and every label change
+    for i in range(len(batch["lengths"])):
+        labels = batch["subgoals"][i, : int(batch["lengths"][i])].numpy()
+        starts = np.r_[True, labels[1:] != labels[:-1]]
+        expect += np.bincount(labels[starts], minlength=4)
+    np.testing.assert_array_equal(found["counts"], expect)

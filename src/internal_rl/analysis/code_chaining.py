@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 from internal_rl.control.metacontroller import MetaController
-from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
-from internal_rl.phases.discover import oracle_schedule
+from internal_rl.models.sequence_model import SequenceModel
+from internal_rl.phases.discover import discovery_step
 from internal_rl.rl.option_env import OptionCore
 
 
@@ -30,12 +30,8 @@ def subgoal_codes(model: SequenceModel, mc: MetaController, layer: int, batch: d
     Returns {"codes": (K, n_z) array (NaN rows for subgoals never switched to), "counts": (K,),
     "spread": (K,) mean per-dimension std within each group, "distances": (K, K) between the means}.
     """
-    actions, mask = batch["actions"], batch["mask"]
-    pa = prev_actions_of(actions) if model.prev_action is not None else None
-    e = model.lower(batch["obs"][:, : actions.shape[1]], pa, layer)
-    schedule = oracle_schedule(batch) if oracle_switch else None
-    out = mc(e, mask, sample=False, switch_schedule=schedule)
-    switched = ((out.beta > mc.config.beta_threshold) & mask).cpu().numpy()
+    _, out = discovery_step(model, mc, batch, layer, alpha=0.0, sample=False, oracle_switch=oracle_switch)
+    switched = ((out.beta > mc.config.beta_threshold) & batch["mask"]).cpu().numpy()
     z, labels = out.z.float().cpu().numpy(), batch["subgoals"].cpu().numpy()
     if labels.min(initial=0) < -1 or labels.max(initial=0) >= n_subgoals:
         raise ValueError(f"subgoal labels must lie in 0..{n_subgoals - 1} (−1 for padding)")

@@ -13,11 +13,11 @@ import tracemalloc
 
 import torch
 
+from internal_rl.control.discovery import discovery_step
 from internal_rl.control.metacontroller import MetaController
 from internal_rl.control.switching import _SwitchRecurrence
 from internal_rl.experiments.presets import discover_config, model_config
 from internal_rl.models.sequence_model import SequenceModel, freeze
-from internal_rl.phases.discover import discovery_step
 
 SIZES = {"quick": (64, 60), "paper": (512, 60)}  # (batch, T): T = a long pretraining episode
 

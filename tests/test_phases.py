@@ -91,9 +91,9 @@ def test_switch_penalty_adds_weighted_mean_beta(data_dir, tmp_path):
     """switch_weight · mean β over valid steps t ≥ 2 is added to the loss, and nothing else changes."""
     import numpy as np
 
+    from internal_rl.control.discovery import discovery_step
     from internal_rl.control.metacontroller import MetaController, MetaControllerConfig
     from internal_rl.data.trajectories import Trajectories
-    from internal_rl.phases.discover import discovery_step
 
     torch.manual_seed(0)
     model = SequenceModel(presets.model_config("smoke"))
@@ -130,7 +130,8 @@ def test_device_resolution_and_clear_errors(data_dir, tmp_path):
 
 def test_oracle_switch_schedule_and_phase(data_dir, tmp_path):
     """--oracle-switch imposes β at the label boundaries, so the phase's own segmentation scores F1 = 1."""
-    from internal_rl.phases.discover import oracle_schedule, run_discover
+    from internal_rl.control.discovery import oracle_schedule
+    from internal_rl.phases.discover import run_discover
 
     batch = {"subgoals": torch.tensor([[0, 0, 2, 2, 2, 3, -1], [1, 3, 3, 3, 3, 3, 3]]),
              "mask": torch.tensor([[True] * 6 + [False], [True] * 7])}

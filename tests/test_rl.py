@@ -192,8 +192,8 @@ def test_dropping_finished_episodes_changes_nothing():
 
 def test_discovery_step_leaves_the_frozen_base_untouched():
     """Frozen means frozen: no grad on any base parameter, bit-identical after optimiser steps."""
+    from internal_rl.control.discovery import discovery_step
     from internal_rl.data.pinpad_dataset import generate_pinpad
-    from internal_rl.phases.discover import discovery_step
 
     model, data = tiny_model(), generate_pinpad(8, eps=0.0, seed=0, progress=False)
     torch.manual_seed(0)

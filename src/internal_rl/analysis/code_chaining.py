@@ -13,9 +13,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from internal_rl.control.discovery import discovery_step
 from internal_rl.control.metacontroller import MetaController
 from internal_rl.models.sequence_model import SequenceModel
-from internal_rl.phases.discover import discovery_step
 from internal_rl.rl.option_env import OptionCore
 
 

@@ -1,4 +1,4 @@
-"""`internal-rl <phase> [--preset smoke|quick|paper] [--field value ...]`: one subcommand per phase.
+"""`internal-rl <phase> [--preset smoke|quick|long|paper] [--field value ...]`: one subcommand per phase.
 
 Each phase's options are generated from its config dataclass (tyro); `--preset` picks the defaults
 that the other flags then override. `internal-rl <phase> --help` lists every option.
@@ -12,7 +12,7 @@ from typing import Callable
 
 from internal_rl.experiments import presets
 
-USAGE = """usage: internal-rl <command> [--preset smoke|quick|paper] [options]
+USAGE = """usage: internal-rl <command> [--preset smoke|quick|long|paper] [options]
 
 commands:
   demo         data → pretrain → probe in one folder (--out DIR, --preset)

@@ -78,7 +78,7 @@ class DiscoverConfig:
     embedder_dim: int = 64
     """Width of the non-causal sequence embedder's Hawk (paper: not stated); e is projected to it first."""
     layer: int = -1
-    """Control layer (−1: the model's default, L/2)."""
+    """Control layer (−1: the model config's control_layer, L/2 unless the preset says otherwise)."""
     cotrain: bool = False
     """Train the base model from scratch together with the metacontroller (ablation)."""
     steps: int = 1500

@@ -6,6 +6,7 @@ import json
 import pytest
 import torch
 
+from internal_rl.envs.pinpad import POST_TRAINING_TASK
 from internal_rl.experiments import presets
 from internal_rl.experiments.reproduce import ReproduceConfig, run_reproduce
 from internal_rl.models.sequence_model import SequenceModel
@@ -220,3 +221,30 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     c = load_file(tmp_path / "split" / "policy.safetensors")
     assert all(torch.equal(b[k], c[k]) for k in b) and again["episodes"] == 64
     assert again["curve"] == whole["curve"] and len(again["curve"]) == 64 // 16
+
+
+def _check_endings(res: dict, task_len: int = 12) -> None:
+    """Where evaluation episodes ended agrees with their success rate: every episode ends once, the
+    successful ones after all task_len colours, and only failures end on a wrong colour."""
+    n, hist, wrong = res["eval_episodes"], res["eval_progress_hist"], res["eval_wrong_colour_hist"]
+    successes = round(res["final_success"] * n)
+    assert sum(hist) == n and (hist[task_len] if len(hist) > task_len else 0) == successes
+    assert len(wrong) == 8 and sum(wrong) <= n - successes
+
+
+def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
+    from internal_rl.phases.discover import run_discover
+    from internal_rl.phases.rl import run_rl
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+    run_discover(presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"),
+                                         str(tmp_path / "discover"), progress=False))
+    for method, task in (("raw", "0-1"), ("raw", POST_TRAINING_TASK), ("internal", POST_TRAINING_TASK)):
+        cfg = presets.rl_config("smoke", str(tmp_path / "pretrain"), str(tmp_path / "discover"),
+                                str(tmp_path / f"rl_{method}_{len(task)}"), method)
+        cfg.episodes, cfg.eval_episodes, cfg.task, cfg.progress = 16, 64, task, False
+        res = run_rl(cfg)
+        _check_endings(res, task_len=len(task.split("-")))
+        assert sum(res["eval_wrong_colour_hist"]) > 0  # an untrained smoke model mostly enters wrong colours

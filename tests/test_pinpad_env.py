@@ -15,6 +15,7 @@ from internal_rl.envs.pinpad import (
     PinPadEnv,
     _distance_maps_grid,
     distance_maps,
+    ending_histograms,
     parse_task,
 )
 
@@ -158,6 +159,23 @@ def test_wrong_colour_terminates_with_zero():
     act(env, DOWN)  # back to (1,0)
     obs, r, term, trunc, info = act(env, UP)  # re-entering colour 0 is a visit, and 0 is not next
     assert term[0] and r[0] == 0 and not info["success"][0]
+
+
+def test_wrong_colour_names_the_colour_a_failed_episode_entered():
+    cfg = PinPadConfig(max_steps=3, require_solvable_within_T=False)
+    env = BatchedPinPad(3, cfg, seed=0)
+    assert (env.wrong_colour == -1).all()  # before any reset
+    env.reset("1-0")
+    for i in range(3):
+        set_layout(env, i, task=["1-0", "0-1", "0-1"][i], **LAYOUT)
+    assert (env.wrong_colour == -1).all()
+    env.step(np.array([UP, UP, DOWN]))
+    env.step(np.array([UP, UP, DOWN]))  # env 0 enters colour 0 (1 was next); env 1 enters 0 correctly
+    assert env.wrong_colour.tolist() == [0, -1, -1] and env.terminated[0]
+    env.step(np.array([UP, RIGHT, DOWN]))  # env 1 succeeds on 1; env 2 is truncated at T = 3
+    assert env.success[1] and env.truncated[2] and env.wrong_colour.tolist() == [0, -1, -1]
+    h = ending_histograms(env.progress, env.wrong_colour, cfg.n_colors)
+    assert h == {"progress_hist": [2, 0, 1], "wrong_colour_hist": [1, 0, 0, 0, 0, 0, 0, 0]}
 
 
 def test_start_cell_never_counts_and_reentry_counts():

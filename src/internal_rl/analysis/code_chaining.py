@@ -15,6 +15,7 @@ import torch
 
 from internal_rl.control.discovery import discovery_step
 from internal_rl.control.metacontroller import MetaController
+from internal_rl.envs.pinpad import ending_histograms
 from internal_rl.models.sequence_model import SequenceModel
 from internal_rl.rl.option_env import OptionCore
 
@@ -63,19 +64,17 @@ def chain_codes(model: SequenceModel, mc: MetaController, layer: int, codes: np.
     table = torch.as_tensor(codes * scale, dtype=core.dtype, device=core.device)
     need = torch.ones(episodes, dtype=torch.bool, device=core.device)
     z = torch.zeros(episodes, mc.config.n_z, dtype=core.dtype, device=core.device)
-    decisions, ended_on = np.zeros(episodes), np.full(episodes, -1)
+    decisions = np.zeros(episodes)
     env = core.env
     while True:
         next_subgoal = torch.as_tensor(env.subgoal.copy(), device=core.device)
         z = torch.where(need[:, None], table[next_subgoal], z)
         decisions += need.cpu().numpy()
-        was_done = env.done.copy()
         _, done, need = core.advance(z, need)
-        failed = np.flatnonzero(env.terminated & ~was_done & ~env.success)
-        ended_on[failed] = env.cell_color[failed, env.agent_cell[failed]]
         if bool(done.all()):
             break
     return {"success": float(env.success.mean()),
             "colours_visited_histogram": np.bincount(env.progress, minlength=int(env.task_len.max()) + 1).tolist(),
-            "wrong_colour_histogram": np.bincount(ended_on[ended_on >= 0], minlength=env.config.n_colors).tolist(),
+            "wrong_colour_histogram": ending_histograms(env.progress, env.wrong_colour,
+                                                        env.config.n_colors)["wrong_colour_hist"],
             "decisions_per_episode": float(decisions.mean()), "episodes": episodes}

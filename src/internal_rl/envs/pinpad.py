@@ -262,6 +262,14 @@ def route_lengths(
     return route_lengths_from_segments(segment_lengths(dist, start_cell, color_cell, grid), tasks, task_len)
 
 
+def ending_histograms(progress: np.ndarray, wrong_colour: np.ndarray, n_colors: int = 8) -> dict[str, list[int]]:
+    """Where episodes ended: `progress_hist[k]` counts those that ended after k correct colours (success,
+    failure or truncation), `wrong_colour_hist[c]` the failed ones that ended by entering colour c."""
+    wrong = np.asarray(wrong_colour)
+    return {"progress_hist": np.bincount(np.asarray(progress, dtype=np.int64)).tolist(),
+            "wrong_colour_hist": np.bincount(wrong[wrong >= 0], minlength=n_colors).tolist()}
+
+
 class BatchedPinPad:
     """Numpy core stepping ``num_envs`` pinpad episodes at once (no python loop over envs).
 
@@ -344,6 +352,12 @@ class BatchedPinPad:
     def subgoal(self) -> np.ndarray:
         """(N,) ground-truth subgoal id (colour pair, c // 2) being pursued; for analysis only."""
         return self.target_color // 2
+
+    @property
+    def wrong_colour(self) -> np.ndarray:
+        """(N,) the colour a failed episode ended by entering (one that was not next); −1 for the others."""
+        failed = self.terminated & ~self.success & self._has_reset
+        return np.where(failed, self.cell_color[self._ar, self.agent_cell], -1)
 
     @property
     def obs(self) -> np.ndarray:

@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, ending_histograms
 from internal_rl.models.sequence_model import SequenceModel
 from internal_rl.phases.common import (
     MetricsLogger,
@@ -113,15 +113,14 @@ class _Agent:
         return raw_logp(self.model, ro, idx) if self.cfg.method == "raw" else latent_logp(self.net, ro, idx)
 
 
-def evaluate_agent(agent: _Agent, episodes: int, seed: int) -> dict[str, float]:
-    """Success rate on fresh episodes of the task (stochastic policy, as trained)."""
-    succ, steps = [], []
-    for i, s in enumerate(range(0, episodes, 256)):
-        ro = agent.collect(min(256, episodes - s), seed + 7 * i)
-        succ.append(ro.success.numpy())
-        steps.append(ro.env_steps.numpy())
-    s = np.concatenate(succ)
-    return {"success": float(s.mean()), "episodes": int(s.size), "mean_env_steps": float(np.concatenate(steps).mean())}
+def evaluate_agent(agent: _Agent, episodes: int, seed: int) -> dict:
+    """Success rate on fresh episodes of the task (stochastic policy, as trained), and where episodes end."""
+    ros = [agent.collect(min(256, episodes - s), seed + 7 * i) for i, s in enumerate(range(0, episodes, 256))]
+    s = np.concatenate([ro.success.numpy() for ro in ros])
+    return {"success": float(s.mean()), "episodes": int(s.size),
+            "mean_env_steps": float(np.concatenate([ro.env_steps.numpy() for ro in ros]).mean()),
+            **ending_histograms(np.concatenate([ro.progress.numpy() for ro in ros]),
+                                np.concatenate([ro.wrong_colour.numpy() for ro in ros]))}
 
 
 def run_rl(cfg: RLConfig) -> dict:
@@ -171,7 +170,8 @@ def run_rl(cfg: RLConfig) -> dict:
     checkpoint()
     final = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
     res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "final_success": final["success"],
-           "eval_episodes": final["episodes"],
+           "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],
+           "eval_wrong_colour_hist": final["wrong_colour_hist"],
            "episodes": episodes, "env_steps": env_steps, "curve": curve, "seconds": time.time() - t0}
     write_json(out / "results.json", res)
     logger.close()

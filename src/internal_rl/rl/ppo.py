@@ -38,6 +38,15 @@ class Rollouts:
     success: Tensor
     env_steps: Tensor
     """Primitive env steps per episode (B,)."""
+    progress: Tensor | None = None
+    """Correct colours visited per episode (B,), for analysis."""
+    wrong_colour: Tensor | None = None
+    """The colour a failed episode ended by entering, −1 for the others (B,), for analysis."""
+
+
+def _outcomes(env: BatchedPinPad) -> tuple[Tensor, ...]:
+    """success, env_steps, progress and wrong_colour of every episode, copied out of the env."""
+    return tuple(torch.from_numpy(np.array(x)) for x in (env.success, env.step_count, env.progress, env.wrong_colour))
 
 
 def episode_advantages(returns: Tensor, delta: float = 1e-3) -> Tensor:
@@ -89,8 +98,7 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     kmax = max(int(K.max()), 1)
     mask = torch.arange(kmax, device=dev)[None] < K[:, None]
     env = core.env
-    return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns,
-                    torch.from_numpy(env.success.copy()), torch.from_numpy(env.step_count.copy()))
+    return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns, *_outcomes(env))
 
 
 def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor) -> Tensor:
@@ -131,8 +139,7 @@ def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int) 
     K = alive.sum(1)
     kmax = max(int(K.max()), 1)
     obs_buf[torch.arange(n, device=dev), K] = torch.from_numpy(obs).to(dev)
-    return Rollouts(obs_buf[:, : kmax + 1], A[:, :kmax], LP[:, :kmax], alive[:, :kmax], returns,
-                    torch.from_numpy(env.success.copy()), torch.from_numpy(env.step_count.copy()))
+    return Rollouts(obs_buf[:, : kmax + 1], A[:, :kmax], LP[:, :kmax], alive[:, :kmax], returns, *_outcomes(env))
 
 
 def raw_logp(model: SequenceModel, ro: Rollouts, idx: Tensor) -> Tensor:

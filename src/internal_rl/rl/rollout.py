@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from internal_rl.envs.pinpad import BatchedPinPad, PinPadConfig
+from internal_rl.envs.pinpad import BatchedPinPad, PinPadConfig, ending_histograms
 from internal_rl.models.sequence_model import SequenceModel
 
 StepControl = Callable[[Tensor, BatchedPinPad], Tensor]
@@ -46,7 +46,6 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
         g = torch.Generator(device=p.device).manual_seed(seed + 104729 * b)
         cache = model.new_cache(n, env.config.max_steps)
         prev = torch.full((n,), -1, dtype=torch.long, device=p.device)
-        ended_on = np.full(n, -1, dtype=np.int64)
         for _ in range(env.config.max_steps):
             x = torch.from_numpy(obs).to(p.device, p.dtype)
             e = model.lower_step(x, cache, prev if model.prev_action is not None else None, layer)
@@ -54,20 +53,14 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
                 e = control(e, env)
             out = model.upper_step(e, cache, layer, predict_obs=False)
             a = sample_actions(out.action_logits, g, greedy)
-            was_done = env.done.copy()
             obs, _, term, trunc, _ = env.step(a.cpu().numpy())
-            failed = term & ~was_done & ~env.success
-            if failed.any():
-                ended_on[failed] = env.cell_color[np.flatnonzero(failed), env.agent_cell[failed]]
             prev = a
             if np.all(term | trunc):
                 break
         successes.append(env.success.copy())
         lengths.append(env.step_count.copy())
         progress.append(env.progress.copy())
-        wrong.append(ended_on[ended_on >= 0])
+        wrong.append(env.wrong_colour)
     s = np.concatenate(successes)
-    n_colors = env.config.n_colors
     return {"success": float(s.mean()), "episodes": int(s.size), "mean_length": float(np.concatenate(lengths).mean()),
-            "progress_hist": np.bincount(np.concatenate(progress)).tolist(),
-            "wrong_colour_hist": np.bincount(np.concatenate(wrong), minlength=n_colors).tolist()}
+            **ending_histograms(np.concatenate(progress), np.concatenate(wrong), env.config.n_colors)}

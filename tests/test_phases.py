@@ -230,6 +230,8 @@ def _check_endings(res: dict, task_len: int = 12) -> None:
     successes = round(res["final_success"] * n)
     assert sum(hist) == n and (hist[task_len] if len(hist) > task_len else 0) == successes
     assert len(wrong) == 8 and sum(wrong) <= n - successes
+    by_k = res["eval_wrong_colour_progress_hist"]
+    assert sum(by_k) == sum(wrong) and len(by_k) == len(hist) and all(f <= h for f, h in zip(by_k, hist))
 
 
 def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):

@@ -175,7 +175,8 @@ def test_wrong_colour_names_the_colour_a_failed_episode_entered():
     env.step(np.array([UP, RIGHT, DOWN]))  # env 1 succeeds on 1; env 2 is truncated at T = 3
     assert env.success[1] and env.truncated[2] and env.wrong_colour.tolist() == [0, -1, -1]
     h = ending_histograms(env.progress, env.wrong_colour, cfg.n_colors)
-    assert h == {"progress_hist": [2, 0, 1], "wrong_colour_hist": [1, 0, 0, 0, 0, 0, 0, 0]}
+    assert h == {"progress_hist": [2, 0, 1], "wrong_colour_hist": [1, 0, 0, 0, 0, 0, 0, 0],
+                 "wrong_colour_progress_hist": [1, 0, 0]}  # env 2's ending at 0 was a truncation
 
 
 def test_start_cell_never_counts_and_reentry_counts():

@@ -264,10 +264,14 @@ def route_lengths(
 
 def ending_histograms(progress: np.ndarray, wrong_colour: np.ndarray, n_colors: int = 8) -> dict[str, list[int]]:
     """Where episodes ended: `progress_hist[k]` counts those that ended after k correct colours (success,
-    failure or truncation), `wrong_colour_hist[c]` the failed ones that ended by entering colour c."""
-    wrong = np.asarray(wrong_colour)
-    return {"progress_hist": np.bincount(np.asarray(progress, dtype=np.int64)).tolist(),
-            "wrong_colour_hist": np.bincount(wrong[wrong >= 0], minlength=n_colors).tolist()}
+    failure or truncation), `wrong_colour_hist[c]` the failed ones that ended by entering colour c, and
+    `wrong_colour_progress_hist[k]` those failed ones by k (the rest of progress_hist[k] ran out of time
+    or, at the task's length, succeeded)."""
+    progress, wrong = np.asarray(progress, dtype=np.int64), np.asarray(wrong_colour)
+    n = int(progress.max()) + 1 if progress.size else 0
+    return {"progress_hist": np.bincount(progress, minlength=n).tolist(),
+            "wrong_colour_hist": np.bincount(wrong[wrong >= 0], minlength=n_colors).tolist(),
+            "wrong_colour_progress_hist": np.bincount(progress[wrong >= 0], minlength=n).tolist()}
 
 
 class BatchedPinPad:

@@ -111,6 +111,7 @@ def run_controllers(cfg: ControllersConfig) -> dict:
         res["post_task_success"].append(post["success"])
         res.setdefault("post_task_progress_hist", []).append(post["progress_hist"])
         res.setdefault("post_task_wrong_colour_hist", []).append(post["wrong_colour_hist"])
+        res.setdefault("post_task_wrong_colour_progress_hist", []).append(post["wrong_colour_progress_hist"])
         res["pretrain_task_success"].append(
             evaluate(model, None, cfg.eval_episodes, cfg.seed + 2, ctrl, layer)["success"])
         save_file({k: v.cpu().contiguous() for k, v in dec.state_dict().items()}, out / f"controllers_layer{layer}.safetensors")

@@ -172,6 +172,7 @@ def run_rl(cfg: RLConfig) -> dict:
     res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "final_success": final["success"],
            "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],
            "eval_wrong_colour_hist": final["wrong_colour_hist"],
+           "eval_wrong_colour_progress_hist": final["wrong_colour_progress_hist"],
            "episodes": episodes, "env_steps": env_steps, "curve": curve, "seconds": time.time() - t0}
     write_json(out / "results.json", res)
     logger.close()

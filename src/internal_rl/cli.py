@@ -22,6 +22,7 @@ commands:
   controllers  ground-truth controllers per layer, evaluated on the post-training task
   discover     train the metacontroller (self-supervised discovery of abstract actions)
   codes        the discovered subgoal codes, chained by the true subgoal (what internal RL's z-space holds)
+  endings      where episodes of finished rl / controllers / codes runs end, per task position (--runs DIR ...)
   reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
   sweep-alpha  rate–distortion sweep over the KL weight α, frozen vs co-trained base
   sweep-pretrain  one pretraining field (--param weight_decay --values ...) → probes + GT controllers (Fig. A2)
@@ -79,6 +80,10 @@ def _defaults(cmd: str, preset: str, root: str):
 
         small = dict(code_episodes=20, eval_episodes=16) if preset == "smoke" else {}
         return CodesConfig(model=model, discover=f"{root}/discover", data=data, out=f"{root}/codes", **small)
+    if cmd == "endings":
+        from internal_rl.phases.endings import EndingsConfig
+
+        return EndingsConfig(out=f"{root}/endings")
     if cmd == "sweep_alpha":
         from internal_rl.phases.sweep_alpha import SweepAlphaConfig
 
@@ -103,7 +108,8 @@ def _runner(cmd: str) -> Callable:
     return getattr(module, f"run_{cmd}")
 
 
-PHASES = ("data", "pretrain", "probe", "controllers", "discover", "codes", "sweep_alpha", "sweep_pretrain", "rl")
+PHASES = ("data", "pretrain", "probe", "controllers", "discover", "codes", "endings", "sweep_alpha", "sweep_pretrain",
+          "rl")
 
 
 def demo(args: list[str]) -> dict:

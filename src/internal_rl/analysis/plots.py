@@ -139,3 +139,22 @@ def plot_sweep_pretrain(res: dict, path: str | Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def plot_hazards(series: dict[str, list[float]], path: str | Path, title: str = "") -> None:
+    """Hazard per task position (analysis/endings.py), one line per run; even positions choose a pair."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.0, 3.4))
+    for label, values in series.items():
+        ax.plot(range(len(values)), values, "o-", ms=3, label=label)
+    n = max(len(v) for v in series.values())
+    for k in range(0, n, 2):
+        ax.axvspan(k - 0.5, k + 0.5, color="0.92", lw=0)
+    ax.set_xlabel("correct colours visited (shaded: choosing the next pair)")
+    ax.set_ylabel("fraction of episodes ending here")
+    ax.set_xticks(range(n))
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -44,9 +44,11 @@ class Rollouts:
     """The colour a failed episode ended by entering, −1 for the others (B,), for analysis."""
 
 
-def _outcomes(env: BatchedPinPad) -> tuple[Tensor, ...]:
-    """success, env_steps, progress and wrong_colour of every episode, copied out of the env."""
-    return tuple(torch.from_numpy(np.array(x)) for x in (env.success, env.step_count, env.progress, env.wrong_colour))
+def _outcomes(env: BatchedPinPad) -> tuple[Tensor | None, ...]:
+    """success, env_steps, progress and wrong_colour of every episode, copied out of the env (the last two
+    only where the env tracks them: gridworld-pinpad does, BabyAI does not)."""
+    fields = (env.success, env.step_count, getattr(env, "progress", None), getattr(env, "wrong_colour", None))
+    return tuple(None if x is None else torch.from_numpy(np.array(x)) for x in fields)
 
 
 def episode_advantages(returns: Tensor, delta: float = 1e-3) -> Tensor:

@@ -84,8 +84,11 @@ def plot_success_curves(curves: dict[str, list[list[dict]]], path: str | Path) -
             lo, hi = np.percentile(succ, 25, 0), np.percentile(succ, 75, 0)
             (line,) = ax.plot(x, med, label=method)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
+    from matplotlib.ticker import EngFormatter
+
     for ax, label in zip(axes, ("episodes", "primitive env steps")):
         ax.set_xlabel(label)
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 2M: long counts would overlap
         ax.set_ylabel("success rate (training batches)")
         ax.set_ylim(-0.02, 1.02)
     axes[0].legend(fontsize=8)

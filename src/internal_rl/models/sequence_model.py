@@ -45,6 +45,10 @@ class SequenceModelConfig:
     num_buckets: int = 32
     """Relative-position buckets of the attention bias."""
     max_distance: int = 128
+    attn_window: int = 0
+    """Attend only to the last `attn_window` positions, the current one included (0: the whole past). A
+    window no longer than the pretraining episodes keeps every attention pattern of a longer episode one
+    that pretraining has shown (docs/RESULTS.md, Session 9)."""
     max_len: int = 128
     """Longest sequence a KV cache is allocated for."""
     init_scale: float = 0.1
@@ -64,6 +68,8 @@ class SequenceModelConfig:
     def __post_init__(self):
         if self.n_actions <= 0 and self.action_dim <= 0:
             raise ValueError("config needs n_actions > 0 (discrete) or action_dim > 0 (continuous)")
+        if self.attn_window < 0:
+            raise ValueError(f"attn_window must be ≥ 0 (0: no window), got {self.attn_window}")
         if self.control_layer is None:
             self.control_layer = self.depth // 2
         if not 0 <= self.control_layer <= self.depth:
@@ -96,7 +102,7 @@ class SequenceModel(nn.Module):
             n_in = c.n_actions + 1 if c.discrete else None
             self.prev_action = nn.Embedding(n_in, c.d_model) if c.discrete else nn.Linear(c.action_dim, c.d_model)
         self.blocks = nn.ModuleList(
-            Block(c.d_model, c.n_heads, c.head_dim, c.mlp_hidden, c.num_buckets, c.max_distance)
+            Block(c.d_model, c.n_heads, c.head_dim, c.mlp_hidden, c.num_buckets, c.max_distance, c.attn_window)
             for _ in range(c.depth)
         )
         self.ln_f = nn.LayerNorm(c.d_model)

@@ -66,17 +66,20 @@ class KVCache:
 class Attention(nn.Module):
     """Multi-head causal self-attention with a learned per-head relative-position bias."""
 
-    def __init__(self, d_model: int, n_heads: int, head_dim: int, num_buckets: int, max_distance: int):
+    def __init__(self, d_model: int, n_heads: int, head_dim: int, num_buckets: int, max_distance: int,
+                 window: int = 0):
         super().__init__()
         self.n_heads, self.head_dim = n_heads, head_dim
         self.num_buckets, self.max_distance = num_buckets, max_distance
+        self.window = window  # attend only to keys at distance < window (0: to every past key)
         self.qkv = nn.Linear(d_model, 3 * n_heads * head_dim, bias=False)
         self.out = nn.Linear(n_heads * head_dim, d_model, bias=False)
         self.rel_bias = nn.Embedding(num_buckets, n_heads)
         self._buckets = torch.zeros(0, dtype=torch.long)  # bucket of each distance, grown on demand
 
     def bias(self, q_start: int, n_q: int, n_k: int, device) -> Tensor:
-        """(heads, n_q, n_k) additive bias for queries at positions q_start.. over keys 0..n_k−1, −inf on future keys.
+        """(heads, n_q, n_k) additive bias for queries at positions q_start.. over keys 0..n_k−1, −inf on future
+        keys (and, with a window, on keys `window` or more steps back).
 
         The per-head bias depends only on the distance, so it is looked up once per distance (a table of
         n_k rows) and laid out by indexing, rather than bucketing every (query, key) pair.
@@ -87,7 +90,10 @@ class Attention(nn.Module):
         table = self.rel_bias(self._buckets[:n_k])  # (n_k, heads): bias of distance d
         dist = torch.arange(q_start, q_start + n_q, device=device)[:, None] - torch.arange(n_k, device=device)[None]
         b = rearrange(table[dist.clamp(min=0)], "q k h -> h q k")
-        return b.masked_fill(dist < 0, float("-inf")) if n_q > 1 else b
+        hidden = dist < 0
+        if self.window:
+            hidden = hidden | (dist >= self.window)
+        return b.masked_fill(hidden, float("-inf")) if hidden.any() else b
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         """x: (B, T, D). With a cache, x holds the next T positions and the cache is extended in place."""
@@ -124,12 +130,13 @@ class Attention(nn.Module):
         cache.k[layer][:, :, start] = k
         cache.v[layer][:, :, start] = v
         cache.length[layer] = n = start + 1
-        keys, values = cache.k[layer][:, :, :n], cache.v[layer][:, :, :n]  # (B, H, n, D)
+        first = max(0, n - self.window) if self.window else 0  # oldest key in view
+        keys, values = cache.k[layer][:, :, first:n], cache.v[layer][:, :, first:n]  # (B, H, n − first, D)
         if self._buckets.numel() < n or self._buckets.device != x.device:
             self._buckets = relative_position_bucket(torch.arange(max(n, 256), device=x.device), self.num_buckets,
                                                      self.max_distance)
         # key j sits at distance start − j: the bucket table read backwards
-        dist_buckets = self._buckets[:n].flip(0)
+        dist_buckets = self._buckets[: n - first].flip(0)
         bias = F.embedding(dist_buckets, self.rel_bias.weight).to(q.dtype).t()  # (H, n)
         # q as a row times Kᵀ: MKL's path for a (1, D)·(D, n) product is several times faster than K·q
         scores = torch.matmul((q * self.head_dim**-0.5).unsqueeze(2), keys.transpose(-1, -2)) + bias[:, None]
@@ -142,10 +149,10 @@ class Block(nn.Module):
     """Pre-norm transformer block: e ← e + Attn(LN(e)); e ← e + MLP(LN(e))."""
 
     def __init__(self, d_model: int, n_heads: int, head_dim: int, mlp_hidden: int, num_buckets: int,
-                 max_distance: int):
+                 max_distance: int, window: int = 0):
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
-        self.attn = Attention(d_model, n_heads, head_dim, num_buckets, max_distance)
+        self.attn = Attention(d_model, n_heads, head_dim, num_buckets, max_distance, window)
         self.ln2 = nn.LayerNorm(d_model)
         self.mlp = nn.Sequential(nn.Linear(d_model, mlp_hidden), nn.ReLU(), nn.Linear(mlp_hidden, d_model))
 

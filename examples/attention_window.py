@@ -58,13 +58,14 @@ def main() -> None:
     model = SequenceModel.from_pretrained(args.model)
     data = generate_pinpad(args.episodes, tasks=[args.task], seed=args.seed, progress=False)
     print(f"task {args.task}: {args.episodes} expert episodes, mean length {data.num_steps / len(data):.1f} steps")
-    print("window | NLL after k colours visited, k = " + " ".join(f"{k:>5d}" for k in range(n_colours)))
+    print("NLL after k colours visited")
+    print("window | k = " + " ".join(f"{k:>5d}" for k in range(n_colours)))
     for w in args.windows:
         for block in model.blocks:
             block.attn.window = w
         rows = {r["colours_visited"]: r["nll"] for r in nll_by_colours_visited(model, data, args.episodes,
                                                                               max_visits=n_colours)}
-        print(f"{w:6d} | {'':33s}" + " ".join(f"{rows.get(k, float('nan')):5.3f}" for k in range(n_colours)))
+        print(f"{w:6d} |     " + " ".join(f"{rows.get(k, float('nan')):5.3f}" for k in range(n_colours)))
     if args.copy_to:
         print(f"wrote {copy_with_window(args.model, args.copy_window, args.copy_to)}")
 

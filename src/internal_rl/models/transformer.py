@@ -93,7 +93,9 @@ class Attention(nn.Module):
         hidden = dist < 0
         if self.window:
             hidden = hidden | (dist >= self.window)
-        return b.masked_fill(hidden, float("-inf")) if hidden.any() else b
+        # decided from the sizes, not hidden.any(), which would sync with the device at every call
+        anything_hidden = n_q > 1 or (self.window > 0 and q_start + 1 > self.window)
+        return b.masked_fill(hidden, float("-inf")) if anything_hidden else b
 
     def forward(self, x: Tensor, cache: KVCache | None = None, layer: int = 0) -> Tensor:
         """x: (B, T, D). With a cache, x holds the next T positions and the cache is extended in place."""

@@ -61,8 +61,7 @@ def main() -> None:
     print("NLL after k colours visited")
     print("window | k = " + " ".join(f"{k:>5d}" for k in range(n_colours)))
     for w in args.windows:
-        for block in model.blocks:
-            block.attn.window = w
+        model.set_attn_window(w)
         rows = {r["colours_visited"]: r["nll"] for r in nll_by_colours_visited(model, data, args.episodes,
                                                                               max_visits=n_colours)}
         print(f"{w:6d} |     " + " ".join(f"{rows.get(k, float('nan')):5.3f}" for k in range(n_colours)))

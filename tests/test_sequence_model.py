@@ -186,6 +186,11 @@ def test_attention_window_cache_matches_full_forward_and_limits_the_view():
     cache = m.new_cache(B)
     e = torch.cat([m.run_blocks(m.embed(obs[:, a:b]), 0, 4, cache) for a, b in [(0, 9), (9, 10), (10, T)]], 1)
     torch.testing.assert_close(m.heads(e).action_logits, full.action_logits, atol=1e-10, rtol=1e-9)
+    # setting the window on a built model is the same as building it with one
+    m2 = tiny().eval()
+    m2.set_attn_window(4)
+    assert m2.config.attn_window == 4
+    torch.testing.assert_close(m2(obs).action_logits, full.action_logits)
     # a window as long as the sequence is no window
     torch.testing.assert_close(tiny(attn_window=T).eval()(obs).action_logits, tiny().eval()(obs).action_logits)
     # each of the 4 layers looks 3 steps back, so step t sees o_{t-12}..o_t and nothing older

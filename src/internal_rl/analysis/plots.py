@@ -70,6 +70,7 @@ def plot_switching(arrays: dict, path: str | Path, episodes: int = 6) -> None:
 def plot_success_curves(curves: dict[str, list[list[dict]]], path: str | Path) -> None:
     """Training success rate vs episodes and vs primitive env steps: median over seeds, 25–75% band."""
     import numpy as np
+    from matplotlib.ticker import EngFormatter
 
     plt = _plt()
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
@@ -84,8 +85,6 @@ def plot_success_curves(curves: dict[str, list[list[dict]]], path: str | Path) -
             lo, hi = np.percentile(succ, 25, 0), np.percentile(succ, 75, 0)
             (line,) = ax.plot(x, med, label=method)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2)
-    from matplotlib.ticker import EngFormatter
-
     for ax, label in zip(axes, ("episodes", "primitive env steps")):
         ax.set_xlabel(label)
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))  # 100k, 2M: long counts would overlap

@@ -115,6 +115,14 @@ class SequenceModel(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
+    def set_attn_window(self, window: int) -> None:
+        """Change the attention window of every block (and the config, so a save records it)."""
+        if window < 0:
+            raise ValueError(f"attn_window must be ≥ 0 (0: no window), got {window}")
+        self.config.attn_window = window
+        for block in self.blocks:
+            block.attn.window = window
+
     # ----------------------------------------------------------------------------------------- parts
     def embed(self, obs: Tensor, prev_actions: Tensor | None = None) -> Tensor:
         """e_0 for observations (B, T, obs_dim); prev_actions (B, T) holds a_{t−1} (−1 at t=0)."""

@@ -23,6 +23,7 @@ commands:
   discover     train the metacontroller (self-supervised discovery of abstract actions)
   codes        the discovered subgoal codes, chained by the true subgoal (what internal RL's z-space holds)
   endings      where episodes of finished rl / controllers / codes runs end, per task position (--runs DIR ...)
+  curves       training success of rl runs side by side, seeds pooled by label, running runs too (--runs DIR ...)
   reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
   sweep-alpha  rate–distortion sweep over the KL weight α, frozen vs co-trained base
   sweep-pretrain  one pretraining field (--param weight_decay --values ...) → probes + GT controllers (Fig. A2)
@@ -84,6 +85,10 @@ def _defaults(cmd: str, preset: str, root: str):
         from internal_rl.phases.endings import EndingsConfig
 
         return EndingsConfig(out=f"{root}/endings")
+    if cmd == "curves":
+        from internal_rl.phases.curves import CurvesConfig
+
+        return CurvesConfig(out=f"{root}/curves")
     if cmd == "sweep_alpha":
         from internal_rl.phases.sweep_alpha import SweepAlphaConfig
 
@@ -108,8 +113,8 @@ def _runner(cmd: str) -> Callable:
     return getattr(module, f"run_{cmd}")
 
 
-PHASES = ("data", "pretrain", "probe", "controllers", "discover", "codes", "endings", "sweep_alpha", "sweep_pretrain",
-          "rl")
+PHASES = ("data", "pretrain", "probe", "controllers", "discover", "codes", "endings", "curves", "sweep_alpha",
+          "sweep_pretrain", "rl")
 
 
 def demo(args: list[str]) -> dict:

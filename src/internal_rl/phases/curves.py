@@ -2,11 +2,11 @@
 
 Reads each run's metrics.csv (one row per PPO iteration, kept across `--resume`), so it also works on a run
 that is still going. Runs that share a label are seeds of one method: the plot shows their median and
-25–75 % band against episodes and against primitive env steps. Per run it reports when training took off
-(the first batch with success at or above `takeoff`), the mean batch success of the last `last`
-iterations, and the fresh-episode evaluation of results.json when that evaluation belongs to the last row
-(a run resumed for more episodes keeps its older results.json until it finishes). Writes curves.json and
-curves.png. No model is run.
+25–75 % band against episodes and against primitive env steps, up to the length of the group's shortest
+run. Per run it reports when training took off (the first batch with success at or above `takeoff`), the
+mean batch success of the last `last` iterations, and the fresh-episode evaluation of results.json when
+that evaluation belongs to the last row (a run resumed for more episodes keeps its older results.json
+until it finishes). Writes curves.json and curves.png. No model is run.
 """
 
 from __future__ import annotations
@@ -31,7 +31,8 @@ class CurvesConfig:
     runs: list[str] = field(default_factory=list)
     """`rl` run folders (each with metrics.csv)."""
     labels: list[str] = field(default_factory=list)
-    """One label per run; runs with the same label are pooled as seeds (default: the folder names)."""
+    """One label per run; runs with the same label are pooled as seeds (default: the folder names, so folders of
+    the same name, e.g. SEED_DIR/rl in every seed's folder, are pooled)."""
     takeoff: float = 0.05
     """Batch success rate that counts as taking off."""
     last: int = 10

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -117,8 +117,7 @@ class SequenceModel(nn.Module):
 
     def set_attn_window(self, window: int) -> None:
         """Change the attention window of every block (and the config, so a save records it)."""
-        if window < 0:
-            raise ValueError(f"attn_window must be ≥ 0 (0: no window), got {window}")
+        replace(self.config, attn_window=window)  # the config's own checks, on a throwaway copy
         self.config.attn_window = window
         for block in self.blocks:
             block.attn.window = window

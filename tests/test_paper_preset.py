@@ -55,8 +55,10 @@ def test_paper_preset_runs_every_phase_at_paper_sizes(tmp_path):
 
     ccfg = presets.controllers_config("paper", str(tmp_path / "pretrain"), str(data), str(tmp_path / "controllers"))
     ccfg.steps, ccfg.batch_size, ccfg.eval_episodes, ccfg.layers, ccfg.progress = 2, 4, 4, [3], False
+    ccfg.also_temperatures = [0.0]
     run_controllers(ccfg)
-    assert len(json.loads((tmp_path / "controllers" / "controllers.json").read_text())["post_task_success"]) == 1
+    ctrl = json.loads((tmp_path / "controllers" / "controllers.json").read_text())
+    assert len(ctrl["post_task_success"]) == 1 and len(ctrl["post_task_success_at_temperature"]["0.0"]) == 1
 
     dcfg = presets.discover_config("paper", str(tmp_path / "pretrain"), str(data), str(tmp_path / "discover"),
                                    steps=2, batch_size=4, eval_episodes=4, log_every=1, ckpt_every=2,

@@ -231,3 +231,54 @@ def test_evaluate_reports_where_episodes_end():
     assert res["progress_hist"] == np.bincount(env.progress).tolist()
     assert res["wrong_colour_hist"] == np.bincount(np.array(ended_on, dtype=np.int64), minlength=8).tolist()
     assert sum(res["wrong_colour_hist"]) > 0  # walking right does hit wrong colours
+
+
+def test_tempered_probs_against_float64_softmax_and_bad_temperatures():
+    from internal_rl.rl.rollout import sample_actions, tempered_probs
+
+    logits = torch.randn(6, 4)
+    ref = lambda t: torch.softmax(logits.double() / t, -1).float()  # noqa: E731
+    assert torch.equal(tempered_probs(logits, 1.0), torch.softmax(logits, -1))  # τ = 1: the rollouts as before
+    torch.testing.assert_close(tempered_probs(logits, 0.5), ref(0.5))
+    torch.testing.assert_close(tempered_probs(logits, 3.0), ref(3.0))
+    assert torch.equal(tempered_probs(logits, 0.0), torch.nn.functional.one_hot(logits.argmax(-1), 4).float())
+    assert torch.equal(sample_actions(logits, None, temperature=0.0), logits.argmax(-1))
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            sample_actions(logits, None, temperature=bad)
+
+
+def test_option_core_at_temperature_zero_takes_the_controlled_argmax():
+    """τ = 0: each primitive action is the argmax of the controlled base's logits (a hand-written loop);
+    a tiny τ picks the same actions, while τ = 1 (the default) samples other ones."""
+    model, mc = tiny_model(), tiny_mc()
+    z = torch.randn(4, 4)
+
+    def actions(tau):
+        core = OptionCore(model, mc, layer=1, num_envs=4, task=POST_TRAINING_TASK, seed=5, action_temperature=tau)
+        core.reset(seed=5)
+        env = BatchedPinPad(4, seed=5)
+        obs = env.reset(POST_TRAINING_TASK, seed=5)
+        cache = model.new_cache(4, 100)
+        e = model.lower_step(torch.from_numpy(obs), cache, torch.full((4,), -1), 1)
+        taken, greedy = [], []
+        for t in range(6):
+            _, done, _ = core.advance(z, torch.full((4,), t == 0))
+            a = core.prev_action.clone()
+            with torch.no_grad():
+                logits = model.upper_step(mc.decode(z).apply(e), cache, 1).action_logits
+                obs, *_ = env.step(a.numpy())
+                e = model.lower_step(torch.from_numpy(obs), cache, a, 1)
+            taken.append(a)
+            greedy.append(logits.argmax(-1))
+            if done.any():
+                break
+        return torch.stack(taken), torch.stack(greedy)
+
+    a0, g0 = actions(0.0)
+    assert torch.equal(a0, g0)
+    assert torch.equal(actions(1e-6)[0], a0)
+    a1, g1 = actions(1.0)
+    assert not torch.equal(a1, g1)  # sampling at τ = 1 leaves the argmax now and then
+    with pytest.raises(ValueError, match="temperature"):
+        OptionCore(model, mc, layer=1, num_envs=2, action_temperature=-1.0)

@@ -24,7 +24,7 @@ from internal_rl.data.trajectories import Trajectories
 from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, freeze, prev_actions_of
 from internal_rl.phases.common import resolve_device, set_seed, set_threads, write_json
-from internal_rl.rl.rollout import evaluate
+from internal_rl.rl.rollout import check_temperature, evaluate
 
 
 @dataclass
@@ -46,6 +46,12 @@ class ControllersConfig:
     lr: float = 1e-3
     weight_decay: float = 0.03
     eval_episodes: int = 256
+    action_temperature: float = 1.0
+    """Evaluation rollouts draw actions from softmax(logits / τ): 1 samples the base as trained (the default),
+    0 takes the argmax."""
+    also_temperatures: list[float] = field(default_factory=list)
+    """Also score each layer's controllers on the post-training task at these temperatures (same episodes),
+    written as post_task_success_at_temperature: how much of the failure rate is sampling noise."""
     seed: int = 0
     threads: int = 0
     device: str = "auto"
@@ -88,11 +94,14 @@ def run_controllers(cfg: ControllersConfig) -> dict:
     layers = cfg.layers or list(range(1, model.config.depth))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    base = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, seed=cfg.seed + 1)
-    base_pre = evaluate(model, None, cfg.eval_episodes, seed=cfg.seed + 2)
+    tau = check_temperature(cfg.action_temperature)
+    for t in cfg.also_temperatures:
+        check_temperature(t)
+    base = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, seed=cfg.seed + 1, temperature=tau)
+    base_pre = evaluate(model, None, cfg.eval_episodes, seed=cfg.seed + 2, temperature=tau)
     res: dict = {"layers": layers, "post_task_success": [], "pretrain_task_success": [], "heldout_nll": [],
                  "base_post_task_success": base["success"], "base_pretrain_task_success": base_pre["success"],
-                 "eval_episodes": cfg.eval_episodes}
+                 "eval_episodes": cfg.eval_episodes, "action_temperature": tau}
     for layer in layers:
         torch.manual_seed(cfg.seed + layer)
         dec = HyperDecoder(cfg.n_subgoals, model.config.d_model, cfg.hidden, cfg.rank, cfg.full_rank).to(device)
@@ -107,16 +116,21 @@ def run_controllers(cfg: ControllersConfig) -> dict:
             hb = heldout.batch(np.arange(min(len(heldout), 512)), device)
             res["heldout_nll"].append(controller_loss(model, dec, hb, layer, cfg.n_subgoals).item())
         ctrl = oracle_control(dec, cfg.n_subgoals)
-        post = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer)
+        post = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer, temperature=tau)
         res["post_task_success"].append(post["success"])
         res.setdefault("post_task_progress_hist", []).append(post["progress_hist"])
         res.setdefault("post_task_wrong_colour_hist", []).append(post["wrong_colour_hist"])
         res.setdefault("post_task_wrong_colour_progress_hist", []).append(post["wrong_colour_progress_hist"])
         res["pretrain_task_success"].append(
-            evaluate(model, None, cfg.eval_episodes, cfg.seed + 2, ctrl, layer)["success"])
+            evaluate(model, None, cfg.eval_episodes, cfg.seed + 2, ctrl, layer, temperature=tau)["success"])
+        for t in cfg.also_temperatures:
+            res.setdefault("post_task_success_at_temperature", {}).setdefault(str(t), []).append(
+                evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer, temperature=t)["success"])
         save_file({k: v.cpu().contiguous() for k, v in dec.state_dict().items()}, out / f"controllers_layer{layer}.safetensors")
         print(f"layer {layer}: post-task success {res['post_task_success'][-1]:.3f}, "
-              f"pretraining tasks {res['pretrain_task_success'][-1]:.3f}, held-out NLL {res['heldout_nll'][-1]:.3f}")
+              f"pretraining tasks {res['pretrain_task_success'][-1]:.3f}, held-out NLL {res['heldout_nll'][-1]:.3f}"
+              + "".join(f", post-task at τ={t}: {v[-1]:.3f}"
+                        for t, v in res.get("post_task_success_at_temperature", {}).items()))
     best = int(np.argmax(res["post_task_success"]))
     res["best_layer"] = layers[best]
     res["best_post_task_success"] = res["post_task_success"][best]

@@ -36,6 +36,7 @@ from internal_rl.phases.discover import load_base, load_metacontroller
 from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy
 from internal_rl.rl.ppo import collect_latent, collect_raw, latent_logp, ppo_update, raw_logp
+from internal_rl.rl.rollout import check_temperature
 
 METHODS = ("internal", "raw", "beta1", "cotrained")
 
@@ -54,6 +55,10 @@ class RLConfig:
     oracle_switch: bool = False
     """Upper-bound analysis, not the paper's method: the policy decides exactly when the env's
     ground-truth subgoal changes instead of when the switching unit fires (internal/beta1 only)."""
+    action_temperature: float = 1.0
+    """Primitive actions inside the option env are drawn from softmax(logits / τ) of the controlled base:
+    1 is the paper's sampling; 0 takes the argmax. An analysis knob for how much of the failure rate is the
+    frozen base's sampling noise, not the paper's method (z-space methods only)."""
     episodes: int = 8192
     """Training budget in episodes."""
     batch_size: int = 256
@@ -86,6 +91,10 @@ class _Agent:
             raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
         if cfg.oracle_switch and cfg.method == "raw":
             raise ValueError("oracle_switch applies to z-space methods; raw acts at every step")
+        if cfg.action_temperature != 1 and cfg.method == "raw":
+            raise ValueError("action_temperature applies to z-space methods: raw trains the primitive policy "
+                             "itself, whose log-probabilities PPO needs at τ = 1")
+        check_temperature(cfg.action_temperature)
         if cfg.method == "raw":
             self.model = SequenceModel.from_pretrained(cfg.model)
             self.net = self.model
@@ -105,7 +114,7 @@ class _Agent:
         if self.cfg.method == "raw":
             return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed)
         core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed,
-                          oracle_switch=self.cfg.oracle_switch)
+                          oracle_switch=self.cfg.oracle_switch, action_temperature=self.cfg.action_temperature)
         return collect_latent(core, self.net, seed)
 
     def logp(self, ro, idx):
@@ -169,7 +178,8 @@ def run_rl(cfg: RLConfig) -> dict:
     bar.close()
     checkpoint()
     final = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
-    res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "final_success": final["success"],
+    res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "action_temperature": cfg.action_temperature,
+           "final_success": final["success"],
            "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],
            "eval_wrong_colour_hist": final["wrong_colour_hist"],
            "eval_wrong_colour_progress_hist": final["wrong_colour_progress_hist"],

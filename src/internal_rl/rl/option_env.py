@@ -23,6 +23,7 @@ from torch import Tensor
 from internal_rl.control.metacontroller import MetaController
 from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, PinPadConfig
 from internal_rl.models.sequence_model import SequenceModel
+from internal_rl.rl.rollout import check_temperature, tempered_probs
 
 
 class OptionCore:
@@ -31,12 +32,14 @@ class OptionCore:
     def __init__(self, model: SequenceModel, mc: MetaController, layer: int, num_envs: int,
                  task: str | None = POST_TRAINING_TASK, env_config: PinPadConfig | None = None,
                  seed: int | None = None, beta_threshold: float | None = None, env: Any = None,
-                 compact: bool = True, oracle_switch: bool = False):
+                 compact: bool = True, oracle_switch: bool = False, action_temperature: float = 1.0):
         """`env`: a batched env with BatchedPinPad's interface (e.g. envs.babyai.BatchedBabyAI) to use
         instead of a new BatchedPinPad; its num_envs must equal `num_envs`, and `task` is passed to its reset.
         `compact`: drop finished episodes from the model batch (same trajectories, less work).
         `oracle_switch`: an upper-bound analysis, not the paper's method: a decision is asked for exactly when
-        the env's ground-truth subgoal changes (the env must expose `subgoal`), not when β fires."""
+        the env's ground-truth subgoal changes (the env must expose `subgoal`), not when β fires.
+        `action_temperature`: primitive actions are drawn from softmax(logits / τ) of the controlled base;
+        1 (default) is the paper's sampling, 0 takes the argmax (an analysis knob, not the paper's method)."""
         self.model, self.mc, self.layer = model.eval(), mc.eval(), layer
         if env is not None and env.num_envs != num_envs:
             raise ValueError(f"env has {env.num_envs} episodes but num_envs is {num_envs}")
@@ -46,6 +49,7 @@ class OptionCore:
         self.threshold = mc.config.beta_threshold if beta_threshold is None else beta_threshold
         self.always_switch = mc.config.always_switch
         self.oracle_switch = oracle_switch
+        self.action_temperature = check_temperature(action_temperature)
         if oracle_switch and not hasattr(self.env, "subgoal"):
             raise ValueError("oracle_switch needs an env that exposes its ground-truth `subgoal`")
         # the sampling generator stays on the CPU, so a run draws the same random numbers on any device
@@ -94,7 +98,7 @@ class OptionCore:
         # inverse-CDF sampling with one uniform per episode (not per running row), so the random stream
         # and hence every trajectory is the same whether or not finished episodes were dropped
         u = torch.rand(self.n, generator=self.generator).to(self.device)[r]
-        cdf = torch.cumsum(torch.softmax(logits.float(), -1), -1)
+        cdf = torch.cumsum(tempered_probs(logits, self.action_temperature), -1)
         a_r = (cdf < u[:, None]).sum(-1).clamp(max=logits.shape[-1] - 1)
         a = torch.zeros(self.n, dtype=torch.long, device=self.device)
         a[r] = a_r

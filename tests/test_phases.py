@@ -252,6 +252,13 @@ def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
         assert sum(res["eval_wrong_colour_hist"]) > 0  # an untrained smoke model mostly enters wrong colours
     cfg.action_temperature, cfg.out = 0.0, str(tmp_path / "rl_greedy")
     assert run_rl(cfg)["action_temperature"] == 0.0  # argmax primitive actions inside the option env
+    cfg.also_temperatures, cfg.out = [0.0, 1.0], str(tmp_path / "rl_also")
+    res = run_rl(cfg)  # trained at τ = 0, so its own evaluation is the τ = 0 one, on the same episodes
+    assert res["final_success_at_temperature"]["0.0"] == res["final_success"]
+    assert set(res["final_success_at_temperature"]) == {"0.0", "1.0"}
     cfg.method = "raw"
     with pytest.raises(ValueError, match="action_temperature applies to z-space methods"):
+        run_rl(cfg)
+    cfg.action_temperature = 1.0
+    with pytest.raises(ValueError, match="also_temperatures applies to z-space methods"):
         run_rl(cfg)

@@ -13,7 +13,7 @@ results.json (success curve against episodes and primitive env steps, final succ
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +59,9 @@ class RLConfig:
     """Primitive actions inside the option env are drawn from softmax(logits / τ) of the controlled base:
     1 is the paper's sampling; 0 takes the argmax. An analysis knob for how much of the failure rate is the
     frozen base's sampling noise, not the paper's method (z-space methods only)."""
+    also_temperatures: list[float] = field(default_factory=list)
+    """Also score the final policy at these primitive-action temperatures (same fresh episodes), written as
+    final_success_at_temperature (z-space methods only)."""
     episodes: int = 8192
     """Training budget in episodes."""
     batch_size: int = 256
@@ -94,7 +97,10 @@ class _Agent:
         if cfg.action_temperature != 1 and cfg.method == "raw":
             raise ValueError("action_temperature applies to z-space methods: raw trains the primitive policy "
                              "itself, whose log-probabilities PPO needs at τ = 1")
-        check_temperature(cfg.action_temperature)
+        if cfg.also_temperatures and cfg.method == "raw":
+            raise ValueError("also_temperatures applies to z-space methods (raw's policy is its primitive one)")
+        for t in [cfg.action_temperature, *cfg.also_temperatures]:
+            check_temperature(t)
         if cfg.method == "raw":
             self.model = SequenceModel.from_pretrained(cfg.model)
             self.net = self.model
@@ -110,11 +116,13 @@ class _Agent:
         self.model.to(device)
         self.net.to(device)
 
-    def collect(self, n: int, seed: int):
+    def collect(self, n: int, seed: int, temperature: float | None = None):
+        """`n` episodes; z-space methods act at `temperature` (None: the run's action_temperature)."""
         if self.cfg.method == "raw":
             return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed)
+        tau = self.cfg.action_temperature if temperature is None else temperature
         core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed,
-                          oracle_switch=self.cfg.oracle_switch, action_temperature=self.cfg.action_temperature)
+                          oracle_switch=self.cfg.oracle_switch, action_temperature=tau)
         return collect_latent(core, self.net, seed)
 
     def logp(self, ro, idx):
@@ -122,9 +130,10 @@ class _Agent:
         return raw_logp(self.model, ro, idx) if self.cfg.method == "raw" else latent_logp(self.net, ro, idx)
 
 
-def evaluate_agent(agent: _Agent, episodes: int, seed: int) -> dict:
+def evaluate_agent(agent: _Agent, episodes: int, seed: int, temperature: float | None = None) -> dict:
     """Success rate on fresh episodes of the task (stochastic policy, as trained), and where episodes end."""
-    ros = [agent.collect(min(256, episodes - s), seed + 7 * i) for i, s in enumerate(range(0, episodes, 256))]
+    ros = [agent.collect(min(256, episodes - s), seed + 7 * i, temperature)
+           for i, s in enumerate(range(0, episodes, 256))]
     s = np.concatenate([ro.success.numpy() for ro in ros])
     return {"success": float(s.mean()), "episodes": int(s.size),
             "mean_env_steps": float(np.concatenate([ro.env_steps.numpy() for ro in ros]).mean()),
@@ -184,8 +193,13 @@ def run_rl(cfg: RLConfig) -> dict:
            "eval_wrong_colour_hist": final["wrong_colour_hist"],
            "eval_wrong_colour_progress_hist": final["wrong_colour_progress_hist"],
            "episodes": episodes, "env_steps": env_steps, "curve": curve, "seconds": time.time() - t0}
+    if cfg.also_temperatures:
+        res["final_success_at_temperature"] = {
+            str(t): evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed, temperature=t)["success"]
+            for t in cfg.also_temperatures}
     write_json(out / "results.json", res)
     logger.close()
     print(f"[rl:{cfg.method}] final success {final['success']:.3f} on {final['episodes']} fresh episodes "
-          f"after {episodes} episodes / {env_steps} env steps")
+          f"after {episodes} episodes / {env_steps} env steps"
+          + "".join(f"; at τ={t}: {v:.3f}" for t, v in res.get("final_success_at_temperature", {}).items()))
     return res

@@ -124,8 +124,10 @@ def run_controllers(cfg: ControllersConfig) -> dict:
         res["pretrain_task_success"].append(
             evaluate(model, None, cfg.eval_episodes, cfg.seed + 2, ctrl, layer, temperature=tau)["success"])
         for t in cfg.also_temperatures:
-            res.setdefault("post_task_success_at_temperature", {}).setdefault(str(t), []).append(
-                evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer, temperature=t)["success"])
+            ev = evaluate(model, POST_TRAINING_TASK, cfg.eval_episodes, cfg.seed + 1, ctrl, layer, temperature=t)
+            res.setdefault("post_task_success_at_temperature", {}).setdefault(str(t), []).append(ev["success"])
+            res.setdefault("post_task_progress_hist_at_temperature", {}).setdefault(str(t), []).append(
+                ev["progress_hist"])
         save_file({k: v.cpu().contiguous() for k, v in dec.state_dict().items()}, out / f"controllers_layer{layer}.safetensors")
         print(f"layer {layer}: post-task success {res['post_task_success'][-1]:.3f}, "
               f"pretraining tasks {res['pretrain_task_success'][-1]:.3f}, held-out NLL {res['heldout_nll'][-1]:.3f}"

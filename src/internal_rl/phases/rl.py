@@ -193,10 +193,10 @@ def run_rl(cfg: RLConfig) -> dict:
            "eval_wrong_colour_hist": final["wrong_colour_hist"],
            "eval_wrong_colour_progress_hist": final["wrong_colour_progress_hist"],
            "episodes": episodes, "env_steps": env_steps, "curve": curve, "seconds": time.time() - t0}
-    if cfg.also_temperatures:
-        res["final_success_at_temperature"] = {
-            str(t): evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed, temperature=t)["success"]
-            for t in cfg.also_temperatures}
+    for t in cfg.also_temperatures:
+        ev = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed, temperature=t)
+        res.setdefault("final_success_at_temperature", {})[str(t)] = ev["success"]
+        res.setdefault("eval_progress_hist_at_temperature", {})[str(t)] = ev["progress_hist"]
     write_json(out / "results.json", res)
     logger.close()
     print(f"[rl:{cfg.method}] final success {final['success']:.3f} on {final['episodes']} fresh episodes "

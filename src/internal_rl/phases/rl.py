@@ -131,7 +131,8 @@ class _Agent:
 
 
 def evaluate_agent(agent: _Agent, episodes: int, seed: int, temperature: float | None = None) -> dict:
-    """Success rate on fresh episodes of the task (stochastic policy, as trained), and where episodes end."""
+    """Success rate on fresh episodes of the task (stochastic policy, as trained), and where episodes end;
+    z-space methods act at primitive-action `temperature` (None: the run's own)."""
     ros = [agent.collect(min(256, episodes - s), seed + 7 * i, temperature)
            for i, s in enumerate(range(0, episodes, 256))]
     s = np.concatenate([ro.success.numpy() for ro in ros])

@@ -33,14 +33,13 @@ def tempered_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
     return torch.softmax(logits.float() / temperature, -1)
 
 
-def sample_actions(logits: Tensor, generator: torch.Generator | None,
-                   greedy: bool = False, temperature: float = 1.0) -> Tensor:
-    """Sample discrete actions from softmax(logits / temperature) (N, A); argmax when greedy or τ = 0.
+def sample_actions(logits: Tensor, generator: torch.Generator | None, temperature: float = 1.0) -> Tensor:
+    """Sample discrete actions from softmax(logits / temperature) (N, A); the argmax at τ = 0.
 
     τ = 1 samples the model's own distribution (the paper's rollouts); τ < 1 sharpens it, an analysis
     knob for how much of a failure rate is sampling noise of the frozen base.
     """
-    if greedy or check_temperature(temperature) == 0:
+    if check_temperature(temperature) == 0:
         return logits.argmax(-1)
     return torch.multinomial(tempered_probs(logits, temperature), 1, generator=generator)[:, 0]
 
@@ -48,9 +47,9 @@ def sample_actions(logits: Tensor, generator: torch.Generator | None,
 @torch.no_grad()
 def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int, seed: int,
              control: StepControl | None = None, layer: int | None = None, batch_size: int = 256,
-             env_config: PinPadConfig | None = None, greedy: bool = False, temperature: float = 1.0) -> dict:
+             env_config: PinPadConfig | None = None, temperature: float = 1.0) -> dict:
     """Success rate of the model acting in fresh layouts of `tasks` (None: pretraining tasks), sampling its
-    actions at `temperature` (1: as trained; 0 or greedy: argmax).
+    actions at `temperature` (1: as trained; 0: argmax).
 
     Also says where episodes end: `progress_hist[k]` counts episodes that ended (or were truncated)
     after k correct colours, `wrong_colour_hist[c]` the failed ones that ended by entering colour c.
@@ -71,7 +70,7 @@ def evaluate(model: SequenceModel, tasks: str | list[str] | None, episodes: int,
             if control is not None:
                 e = control(e, env)
             out = model.upper_step(e, cache, layer, predict_obs=False)
-            a = sample_actions(out.action_logits, g, greedy, temperature)
+            a = sample_actions(out.action_logits, g, temperature)
             obs, _, term, trunc, _ = env.step(a.cpu().numpy())
             prev = a
             if np.all(term | trunc):

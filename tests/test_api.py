@@ -426,3 +426,16 @@ def test_import_is_light():
     code = "import sys, internal_rl; assert 'torch' not in sys.modules; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
+
+
+def test_seed_usage_example_script_runs():
+    """examples/seed_usage.py (BC → discovery → GRPO → ES on gridworld-pinpad) runs end to end and reports
+    every stage."""
+    from pathlib import Path
+
+    script = Path(__file__).parents[1] / "examples" / "seed_usage.py"
+    run = subprocess.run([sys.executable, str(script), "--steps", "2", "--rl-iters", "1", "--generations", "1"],
+                         capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    for stage in ("BC ", "discovery ", "GRPO 0", "ES 0", "done in"):
+        assert stage in run.stdout, run.stdout

@@ -4,7 +4,7 @@ import torch
 
 from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
 from internal_rl.experts.pinpad_expert import ShortestPathExpert
-from internal_rl.models.encoders import NavEncoder, make_encoder, shortest_path_moves
+from internal_rl.models.encoders import LayoutMemo, NavEncoder, make_encoder, shortest_path_moves
 
 
 @pytest.mark.parametrize("task", [None, POST_TRAINING_TASK])
@@ -24,6 +24,24 @@ def test_shortest_path_moves_match_the_expert(task):
         checked += int(live.sum())
         env.step(expert.act(env, rng))
     assert checked > 500
+
+
+def test_layout_memo_returns_what_the_bfs_returns():
+    """Along a rollout (same layouts every step, rows dropped as episodes end, then a new batch of layouts)
+    the memo hits after the first call and every answer equals the memo-free BFS."""
+    env = BatchedPinPad(32, seed=3)
+    memo, rng, hits = LayoutMemo(), np.random.default_rng(0), 0
+    for reset_seed in (3, 4):
+        env.reset(POST_TRAINING_TASK, seed=reset_seed)
+        for t in range(12):
+            rows = np.arange(env.num_envs) if t < 6 else np.flatnonzero(rng.random(env.num_envs) < 0.5)
+            obs = torch.as_tensor(env.obs[rows], dtype=torch.float32)
+            before = memo.layouts
+            got = shortest_path_moves(obs, 7, 8, memo)
+            hits += memo.layouts is before and before is not None
+            assert torch.equal(got, shortest_path_moves(obs, 7, 8))
+            env.step(rng.integers(0, 4, env.num_envs))
+    assert hits >= 18  # every call but the first of each batch of layouts (some steps end episodes by reset)
 
 
 def test_shortest_path_moves_by_hand():

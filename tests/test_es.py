@@ -36,6 +36,21 @@ def test_centered_ranks():
     u = centered_ranks(torch.tensor([3.0, -1.0, 10.0, 0.0, float("nan")]))
     torch.testing.assert_close(u, torch.tensor([0.25, -0.25, 0.5, 0.0, -0.5], dtype=torch.float64))
     assert centered_ranks(torch.randn(8)).sum().abs() < 1e-12
+    # ties share their mean rank: 1.0 holds ranks 1 and 2 of 0..3
+    torch.testing.assert_close(centered_ranks(torch.tensor([1.0, 0.0, 1.0, 5.0])),
+                               torch.tensor([0.0, -0.5, 0.0, 0.5], dtype=torch.float64))
+    assert torch.equal(centered_ranks(torch.ones(6)), torch.zeros(6, dtype=torch.float64))
+
+
+def test_constant_fitness_leaves_parameters_still():
+    """A fitness that does not tell members apart (a success rate of 0 everywhere) must not move θ."""
+    params = quad_params()
+    before = flat(params)
+    es = EvolutionStrategy(params, population_size=8, sigma=0.1, lr=0.1, seed=0)
+    for _ in range(5):
+        es.ask()
+        es.tell(torch.ones(8))
+    assert torch.equal(flat(params), before)
 
 
 def test_improves_and_is_deterministic_under_seed():

@@ -89,35 +89,40 @@ def _unique_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     return xs[new], inverse
 
 
-def shortest_path_moves(obs: Tensor, grid: int, n_colors: int) -> Tensor:
-    """(N, O, 4) bool: for each colour c, the moves (up, down, left, right) that shorten the path to c.
+class LayoutMemo:
+    """BFS levels of the layouts seen in the last call, reused when a later call's layouts are among them.
 
-    obs is (N, G²·C) with channels [O colours | walls | agent]. As for the expert, walls and every
-    colour other than c are obstacles, a move into a wall or off the grid is a no-op (never optimal),
-    and a colour that cannot be reached has no optimal move. BFS from every colour at once, one level
-    per iteration, each map held as a 64-bit cell set (bit i = cell i), so G² must be at most 63.
+    The BFS depends on the layout only, which stays the same along an episode: a rollout that encodes one
+    observation per episode per step would otherwise redo every episode's BFS at every step. The memo is
+    keyed by the whole layout (colour and wall cell sets), so a hit returns exactly what the BFS would.
     """
-    if grid * grid > 63:
-        raise ValueError(f"shortest_path_moves supports grids up to 7x7 (G²≤63), got G={grid}")
-    n_cells, dev = grid * grid, obs.device
-    cells = rearrange(obs, "n (cell k) -> n cell k", cell=n_cells) > 0.5
-    colour, wall, agent = cells[..., :n_colors], cells[..., n_colors:-1].any(-1), cells[..., -1]
+
+    def __init__(self) -> None:
+        self.layouts: Tensor | None = None  # (U, O+1) int64 cell sets, as `_unique_rows` returns them
+        self.level_of: Tensor | None = None  # (U, O, cells)
+
+    def lookup(self, layouts: Tensor) -> Tensor | None:
+        """Row of each of `layouts` (V, O+1) in the memo (V,), or None unless every one of them is there."""
+        if self.layouts is None or self.layouts.device != layouts.device or self.layouts.shape[1] != layouts.shape[1]:
+            return None
+        known = self.layouts.shape[0]
+        merged, inverse = _unique_rows(torch.cat([self.layouts, layouts]))
+        if merged.shape[0] != known:
+            return None
+        slot = torch.empty(known, dtype=torch.int64, device=layouts.device)
+        slot[inverse[:known]] = torch.arange(known, device=layouts.device)
+        return slot[inverse[known:]]
+
+
+def _bfs_levels(u_target: Tensor, u_walls: Tensor, grid: int) -> Tensor:
+    """(U, O, cells) BFS distance from every cell to each colour's cell set (_FAR where unreachable)."""
+    n_cells, dev = grid * grid, u_target.device
     bit = torch.ones(n_cells, dtype=torch.int64, device=dev) << torch.arange(n_cells, device=dev)
-    weight = bit.to(torch.float64)  # sums of distinct bits below 2^53 are exact in float64
-
-    def pack(mask: Tensor) -> Tensor:  # (..., cells) bool -> (...,) int64 cell set
-        return (mask.to(torch.float64) @ weight).to(torch.int64)
-
     col = torch.arange(n_cells, device=dev) % grid
-    not_first_col, not_last_col = pack(col > 0), pack(col < grid - 1)
-    full = pack(torch.ones(n_cells, dtype=torch.bool, device=dev))  # the G² cell bits
-    target = pack(rearrange(colour, "n cell o -> n o cell"))  # (N, O)
-    walls = pack(wall)  # (N,)
-    # The BFS depends on the layout only, which repeats along an episode: run it once per distinct layout.
-    layouts, inverse = _unique_rows(torch.cat([target, walls[:, None]], dim=1))
-    u_target, u_walls = layouts[:, :n_colors], layouts[:, n_colors]
+    not_first_col, not_last_col = _pack(col > 0, bit), _pack(col < grid - 1, bit)
+    full = _pack(torch.ones(n_cells, dtype=torch.bool, device=dev), bit)  # the G² cell bits
     colour_cells = u_target[:, 0]
-    for c in range(1, n_colors):
+    for c in range(1, u_target.shape[1]):
         colour_cells = colour_cells | u_target[:, c]
     passable = (full & ~u_walls & ~colour_cells)[:, None] | u_target  # (U, O)
     cell_bits = bit.view(1, 1, -1)
@@ -131,6 +136,40 @@ def shortest_path_moves(obs: Tensor, grid: int, n_colors: int) -> Tensor:
             break
         reached = reached | frontier
         level_of = torch.where((frontier[..., None] & cell_bits) != 0, level, level_of)
+    return level_of
+
+
+def _pack(mask: Tensor, bit: Tensor) -> Tensor:
+    """(..., cells) bool → (...,) int64 cell set (bit i = cell i); float64 sums of distinct bits below 2^53
+    are exact."""
+    return (mask.to(torch.float64) @ bit.to(torch.float64)).to(torch.int64)
+
+
+def shortest_path_moves(obs: Tensor, grid: int, n_colors: int, memo: LayoutMemo | None = None) -> Tensor:
+    """(N, O, 4) bool: for each colour c, the moves (up, down, left, right) that shorten the path to c.
+
+    obs is (N, G²·C) with channels [O colours | walls | agent]. As for the expert, walls and every
+    colour other than c are obstacles, a move into a wall or off the grid is a no-op (never optimal),
+    and a colour that cannot be reached has no optimal move. BFS from every colour at once, one level
+    per iteration, each map held as a 64-bit cell set (bit i = cell i), so G² must be at most 63.
+    The BFS runs once per distinct layout in `obs`; with a `memo`, not at all when every layout was
+    in the memo's last call (the memo then keeps the layouts of this call).
+    """
+    if grid * grid > 63:
+        raise ValueError(f"shortest_path_moves supports grids up to 7x7 (G²≤63), got G={grid}")
+    n_cells, dev = grid * grid, obs.device
+    cells = rearrange(obs, "n (cell k) -> n cell k", cell=n_cells) > 0.5
+    colour, wall, agent = cells[..., :n_colors], cells[..., n_colors:-1].any(-1), cells[..., -1]
+    bit = torch.ones(n_cells, dtype=torch.int64, device=dev) << torch.arange(n_cells, device=dev)
+    target = _pack(rearrange(colour, "n cell o -> n o cell"), bit)  # (N, O)
+    layouts, inverse = _unique_rows(torch.cat([target, _pack(wall, bit)[:, None]], dim=1))
+    slot = memo.lookup(layouts) if memo is not None else None
+    if slot is None:
+        level_of = _bfs_levels(layouts[:, :n_colors], layouts[:, n_colors], grid)
+        if memo is not None:
+            memo.layouts, memo.level_of = layouts, level_of
+    else:
+        level_of, inverse = memo.level_of, slot[inverse]
     pos = agent.to(torch.int64).argmax(dim=1)
     row, column = pos // grid, pos % grid
     nr = (row[:, None] + torch.tensor([-1, 1, 0, 0], device=dev)).clamp(0, grid - 1)
@@ -157,12 +196,13 @@ class NavEncoder(GridEncoder):
             raise ValueError(f"nav encoder: n_colors {n_colors} must lie in 1..{channels - 2} for {channels} channels")
         self.n_colors = n_colors
         self.nav = nn.Linear(n_colors * 4, d_model, bias=False)
+        self.memo = LayoutMemo()  # a pure cache: one-step rollouts see the same layouts at every step
 
     def forward(self, obs: Tensor) -> Tensor:
         lead = obs.shape[:-1]
         flat = obs.reshape(-1, obs.shape[-1])
         with torch.no_grad():
-            moves = shortest_path_moves(flat, self.grid, self.n_colors)
+            moves = shortest_path_moves(flat, self.grid, self.n_colors, self.memo)
         e = super().forward(flat) + self.nav(rearrange(moves, "n o a -> n (o a)").to(flat.dtype))
         return e.reshape(*lead, -1)
 

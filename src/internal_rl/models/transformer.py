@@ -51,16 +51,24 @@ class KVCache:
 
     @classmethod
     def empty(cls, depth: int, batch: int, heads: int, head_dim: int, max_len: int, device, dtype) -> KVCache:
+        """Uninitialised buffers: positions at or beyond `length[l]` are never read, and untouched memory
+        costs nothing (a zeroed 1024-episode cache is 0.4 GB of page faults per rollout)."""
         shape = (batch, heads, max_len, head_dim)
         return cls(
-            k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],
-            v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],
+            k=[torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)],
+            v=[torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)],
             length=[0] * depth,
         )
 
     def index_select(self, idx: Tensor) -> KVCache:
-        """Keep only the batch rows in `idx` (e.g. to drop finished episodes)."""
-        return KVCache([k[idx] for k in self.k], [v[idx] for v in self.v], list(self.length))
+        """Keep only the batch rows in `idx` (e.g. to drop finished episodes); copies the filled positions only."""
+        def keep(buf: Tensor, n: int) -> Tensor:
+            out = buf.new_empty((len(idx),) + buf.shape[1:])
+            out[:, :, :n] = buf[:, :, :n].index_select(0, idx)
+            return out
+
+        return KVCache([keep(k, n) for k, n in zip(self.k, self.length)],
+                       [keep(v, n) for v, n in zip(self.v, self.length)], list(self.length))
 
 
 class Attention(nn.Module):

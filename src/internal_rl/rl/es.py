@@ -28,10 +28,15 @@ __all__ = ["centered_ranks", "EvolutionStrategy", "evolve"]
 
 
 def centered_ranks(fitness: Tensor) -> Tensor:
-    """Fitness shaping: ranks mapped linearly to [−0.5, 0.5] (ties broken by order; NaN ranks lowest)."""
+    """Fitness shaping: ranks mapped linearly to [−0.5, 0.5]; tied fitnesses share their mean rank (so a
+    population that scores all alike gives no step, and neither does an antithetic pair that ties); NaN
+    ranks lowest."""
     f = torch.nan_to_num(fitness.double(), nan=-math.inf)
+    order = torch.argsort(f, stable=True)
+    _, group, counts = torch.unique_consecutive(f[order], return_inverse=True, return_counts=True)
+    first = torch.cumsum(counts, 0) - counts  # rank of each tie group's first member
     ranks = torch.empty_like(f)
-    ranks[torch.argsort(f, stable=True)] = torch.arange(f.numel(), dtype=f.dtype)
+    ranks[order] = (first + (counts - 1) / 2).to(f.dtype)[group]
     return ranks / max(f.numel() - 1, 1) - 0.5
 
 

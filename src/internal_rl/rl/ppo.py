@@ -72,9 +72,10 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     e = core.reset(seed)
     n, T, D, dev = core.n, core.env.config.max_steps, e.shape[1], core.device
     g = torch.Generator().manual_seed(seed + 1)  # on the CPU: the same draws on any device
-    E = torch.zeros(n, T, D, device=dev)
-    Z = torch.zeros(n, T, policy.n_z, device=dev)
-    LP = torch.zeros(n, T, device=dev)
+    cap = min(T, 8)  # decision slots; doubled as episodes make more decisions (an episode makes at most T)
+    E = torch.zeros(n, cap, D, device=dev)
+    Z = torch.zeros(n, cap, policy.n_z, device=dev)
+    LP = torch.zeros(n, cap, device=dev)
     K = torch.zeros(n, dtype=torch.long, device=dev)
     state = policy.initial_state(n)
     returns = torch.zeros(n, device=dev)
@@ -84,6 +85,8 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     while not bool(core.done.all()):
         if bool(need.any()):  # only episodes whose switch fired make a decision (and advance the policy)
             r = rows[need]
+            if int(K[r].max()) >= E.shape[1]:
+                E, Z, LP = (torch.cat([x, torch.zeros_like(x)], 1)[:, :T] for x in (E, Z, LP))
             e_r = core.e[r].float()
             mean, logstd, new_sub = policy.step(e_r, [type(s)(*(t[r] for t in s)) for s in state])
             z_r = mean + logstd.exp() * torch.randn(mean.shape, generator=g).to(dev)

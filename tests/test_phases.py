@@ -262,3 +262,82 @@ def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
     cfg.action_temperature = 1.0
     with pytest.raises(ValueError, match="also_temperatures applies to z-space methods"):
         run_rl(cfg)
+
+
+def test_metrics_logger_fresh_run_replaces_and_resume_truncates(tmp_path):
+    """A fresh run into an old run's folder starts new logs; a resumed one keeps rows up to its checkpoint."""
+    import csv
+
+    from internal_rl.phases.common import MetricsLogger
+
+    def steps():
+        with open(tmp_path / "metrics.csv") as f:
+            return [int(float(r["step"])) for r in csv.DictReader(f)]
+
+    log = MetricsLogger(tmp_path)
+    for s in range(1, 5):
+        log.log(s, loss=1.0 / s)
+    log.close()
+    old_events = sorted((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert steps() == [1, 2, 3, 4] and old_events
+    log = MetricsLogger(tmp_path, resume_step=2)
+    log.log(3, loss=0.3)
+    log.close()
+    assert steps() == [1, 2, 3]
+    log = MetricsLogger(tmp_path)
+    log.log(1, loss=2.0)
+    log.close()
+    assert steps() == [1]
+    assert not set(old_events) & set((tmp_path / "tb").glob("events.out.tfevents.*"))
+
+
+def test_discover_resume_continues_the_same_run(data_dir, tmp_path):
+    """Discovery stopped at a checkpoint and resumed lands where an uninterrupted run does."""
+    from safetensors.torch import load_file
+
+    from internal_rl.phases.discover import run_discover
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+
+    def cfg(out: str, steps: int, resume: bool = False):
+        return presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"), str(tmp_path / out),
+                                       steps=steps, ckpt_every=4, log_every=4, progress=False, resume=resume)
+
+    run_discover(cfg("d", 4))
+    w4 = load_file(tmp_path / "d" / "metacontroller.safetensors")
+    run_discover(cfg("d", 8, resume=True))
+    run_discover(cfg("straight", 8))
+    resumed = load_file(tmp_path / "d" / "metacontroller.safetensors")
+    straight = load_file(tmp_path / "straight" / "metacontroller.safetensors")
+    assert any(not torch.equal(w4[k], resumed[k]) for k in w4)
+    for k in straight:
+        torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=1e-5)
+    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "d" / "metrics.csv"))] == [4, 8]
+
+
+def test_sweep_alpha_runs_both_modes_and_reuses_points(data_dir, tmp_path, monkeypatch):
+    """Each (mode, α) point is a discover run on the frozen base or a co-trained one; finished points are reused."""
+    from internal_rl.phases import sweep_alpha
+    from internal_rl.phases.sweep_alpha import SweepAlphaConfig, run_sweep_alpha
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+    d = presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"), "", steps=4,
+                                progress=False)
+    cfg = SweepAlphaConfig(discover=d, alphas=[0.0, 1.0], out=str(tmp_path / "sweep"))
+    res = run_sweep_alpha(cfg)
+    saved = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert saved["alphas"] == [0.0, 1.0] and (tmp_path / "sweep" / "sweep.png").stat().st_size > 0
+    for mode in ("frozen", "cotrained"):
+        assert [r["alpha"] for r in saved[mode]] == [0.0, 1.0]
+        assert all(r["kl"] >= 0 and r["nll"] > 0 for r in saved[mode])
+        seg = json.loads((tmp_path / "sweep" / f"{mode}_alpha1" / "segmentation.json").read_text())
+        assert seg["heldout_kl"] == saved[mode][1]["kl"]
+    assert saved["frozen"][0]["kl"] > saved["frozen"][1]["kl"]  # a free KL costs rate; α = 1 squeezes it
+    monkeypatch.setattr(sweep_alpha, "run_discover", lambda c: pytest.fail("a finished point was run again"))
+    assert run_sweep_alpha(cfg)["frozen"] == res["frozen"]
+    with pytest.raises(ValueError, match="unknown modes"):
+        run_sweep_alpha(SweepAlphaConfig(discover=d, modes=["thawed"], out=str(tmp_path / "x")))

@@ -1,8 +1,11 @@
 """Segmentation quality: do the metacontroller's switches (β_t > threshold) fall on subgoal boundaries?
 
 A ground-truth boundary is a step t ≥ 1 whose subgoal label differs from step t−1's. A switch is a
-step t ≥ 1 with β_t > threshold (β_1 = 1 by construction and is left out of both sides). A switch is
-correct if a boundary lies within ±tol steps; a boundary is found if a switch lies within ±tol.
+step t ≥ 1 with β_t > threshold (β_1 = 1 by construction and is left out of both sides). Switches and
+boundaries are matched one to one within ±tol steps (a maximum matching), so two switches around one
+boundary count one hit and one false alarm; precision = matched / switches, recall = matched / boundaries.
+`f1_any_match` keeps the looser count used before session 12 (a switch is correct if any boundary lies
+within ±tol, a boundary found if any switch does), which double switching can inflate.
 """
 
 from __future__ import annotations
@@ -26,6 +29,19 @@ def _dilate(x: np.ndarray, tol: int) -> np.ndarray:
     return out
 
 
+def _matched(switches: np.ndarray, bounds: np.ndarray, tol: int) -> int:
+    """Size of a maximum one-to-one matching of sorted switch and boundary steps within ±tol: each boundary,
+    in order, takes the earliest unused switch at or after b − tol (optimal for equal-width windows)."""
+    j = matched = 0
+    for b in bounds:
+        while j < len(switches) and switches[j] < b - tol:
+            j += 1
+        if j < len(switches) and switches[j] <= b + tol:
+            matched += 1
+            j += 1
+    return matched
+
+
 def segmentation_metrics(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarray, threshold: float = 0.5,
                          tol: int = 1) -> dict[str, float]:
     """Precision, recall and F1 of switches vs subgoal boundaries (±tol), β statistics, switch counts."""
@@ -35,18 +51,20 @@ def segmentation_metrics(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarra
     truth = boundaries(subgoals, mask)
     switch = (beta > threshold) & mask
     switch[:, 0] = False
-    tp_pred = (switch & _dilate(truth, tol)).sum()
-    tp_true = (truth & _dilate(switch, tol)).sum()
     n_pred, n_true = switch.sum(), truth.sum()
-    precision = tp_pred / n_pred if n_pred else 0.0
-    recall = tp_true / n_true if n_true else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+    matched = sum(_matched(np.flatnonzero(s), np.flatnonzero(b), tol) for s, b in zip(switch, truth))
+    precision = matched / n_pred if n_pred else 0.0
+    recall = matched / n_true if n_true else 0.0
+    f1 = _f1(precision, recall)
+    any_p = (switch & _dilate(truth, tol)).sum() / n_pred if n_pred else 0.0
+    any_r = (truth & _dilate(switch, tol)).sum() / n_true if n_true else 0.0
     inner = mask.copy()
     inner[:, 0] = False
     return {
         "f1": float(f1),
         "precision": float(precision),
         "recall": float(recall),
+        "f1_any_match": float(_f1(any_p, any_r)),
         "mean_beta_at_boundaries": float(beta[truth].mean()) if n_true else float("nan"),
         "mean_beta_elsewhere": float(beta[inner & ~truth].mean()) if (inner & ~truth).any() else float("nan"),
         "switches_per_episode": float(switch.sum(1).mean() + 1),  # + the forced switch at t=1
@@ -56,3 +74,7 @@ def segmentation_metrics(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarra
         "tolerance": tol,
         "episodes": int(mask.shape[0]),
     }
+
+
+def _f1(precision: float, recall: float) -> float:
+    return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0

@@ -85,11 +85,16 @@ class MetricsLogger:
     """Append rows to metrics.csv and TensorBoard; survives resume (appends to the same files)."""
 
     def __init__(self, folder: str | Path, tensorboard: bool = True, resume_step: int | None = None):
-        """`resume_step`: drop rows logged after that step (by a run that died after its last checkpoint)."""
+        """`resume_step`: a resumed run; drop rows logged after that step (by a run that died after its last
+        checkpoint). None: a fresh run, which replaces the logs an earlier run left in the folder."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.folder / "metrics.csv"
-        if resume_step is not None and self.csv_path.exists():
+        if resume_step is None:
+            self.csv_path.unlink(missing_ok=True)
+            for old in (self.folder / "tb").glob("events.out.tfevents.*"):
+                old.unlink()
+        elif self.csv_path.exists():
             with open(self.csv_path) as f:
                 reader = csv.DictReader(f)
                 fields, rows = reader.fieldnames or [], [r for r in reader if float(r["step"]) <= resume_step]

@@ -414,6 +414,13 @@ def test_evolve_improves_toy_fitness_and_is_deterministic():
     (start, end, p1), (_, end2, p2) = results
     assert start == pytest.approx(-0.49, abs=1e-6)  # zero-initialised head: mean 0 everywhere
     assert end > start + 0.3
+    random_models = []  # what a freshly initialised metacontroller reaches, over initialisation seeds
+    for s in range(8):
+        torch.manual_seed(100 + s)
+        m = make_model()
+        m.meta_controller = make_mc()
+        random_models.append(env(m))
+    assert end > max(random_models) + 0.3
     assert end == end2 and all(torch.equal(a, b) for a, b in zip(p1, p2))
     # lr changes what it says: a smaller step moves less
     model = make_model()

@@ -140,9 +140,9 @@ def test_smoke_pipeline_via_cli(tmp_path):
 def test_group_advantages():
     import torch
 
-    from internal_rl.phases.babyai import group_advantages
+    from internal_rl.rl.ppo import episode_advantages
 
     r = torch.tensor([1.0, 0.0, 1.0, 1.0, 0.0, 0.0])
-    adv = group_advantages(r, 2, 1e-3)
+    adv = episode_advantages(r, 1e-3, group_size=2)
     assert torch.allclose(adv[:2], torch.tensor([1.0, -1.0]), atol=1e-2)
     assert torch.equal(adv[2:], torch.zeros(4))

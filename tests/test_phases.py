@@ -221,6 +221,15 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     c = load_file(tmp_path / "split" / "policy.safetensors")
     assert all(torch.equal(b[k], c[k]) for k in b) and again["episodes"] == 64
     assert again["curve"] == whole["curve"] and len(again["curve"]) == 64 // 16
+    # the GRPO variant: batches of layout groups, advantages within groups; groups must tile the batch
+    cfg = presets.rl_config("smoke", str(tmp_path / "pretrain"), str(tmp_path / "discover"), str(tmp_path / "grpo"))
+    cfg.group_size, cfg.progress = 4, False
+    grpo = run_rl(cfg)
+    assert grpo["group_size"] == 4 and grpo["episodes"] == 32 and whole["group_size"] == 1
+    assert (tmp_path / "grpo" / "policy.safetensors").exists()
+    cfg.group_size = 5
+    with pytest.raises(ValueError, match="group_size must divide"):
+        run_rl(cfg)
 
 
 def _check_endings(res: dict, task_len: int = 12) -> None:

@@ -70,6 +70,35 @@ def test_clipped_surrogate_reference():
     assert adv_n.mean().abs() < 1e-6 and adv_n[1] > 0
 
 
+def test_grpo_group_advantages_match_a_loop():
+    """With groups, each episode is normalised by its own group's mean and (population) std."""
+    r = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 0.0, 0.0])
+    got = episode_advantages(r, 1e-3, group_size=4)
+    for g in range(3):
+        x = r[4 * g: 4 * g + 4].double()
+        want = (x - x.mean()) / (x.std(unbiased=False) + 1e-3)
+        torch.testing.assert_close(got[4 * g: 4 * g + 4].double(), want)
+    assert torch.equal(got[4:8], torch.zeros(4))  # a group that scored alike carries no signal
+    torch.testing.assert_close(episode_advantages(r, 1e-3, group_size=1), episode_advantages(r, 1e-3))
+    with pytest.raises(ValueError, match="divisor"):
+        episode_advantages(r, 1e-3, group_size=5)
+
+
+def test_grpo_groups_share_their_layout():
+    env = BatchedPinPad(12, seed=0)
+    env.reset(POST_TRAINING_TASK, seed=1, group_size=4)
+    colours = env.color_pos.reshape(3, 4, -1)
+    assert (colours == colours[:, :1]).all() and (env.wall_pos.reshape(3, 4, -1) == env.wall_pos.reshape(3, 4, -1)[:, :1]).all()
+    assert (env.agent_pos.reshape(3, 4, -1) == env.agent_pos.reshape(3, 4, -1)[:, :1]).all()
+    assert len({colours[g, 0].tobytes() for g in range(3)}) == 3  # groups differ
+    env.reset(None, seed=2, group_size=3)  # sampled tasks: one per group
+    assert all(len(set(env.tasks[i:i + 3])) == 1 for i in range(0, 12, 3))
+    with pytest.raises(ValueError, match="divisor"):
+        env.reset(POST_TRAINING_TASK, group_size=5)
+    with pytest.raises(ValueError, match="share their task"):
+        env.reset([POST_TRAINING_TASK] * 6 + ["0-1"] * 6, group_size=4)
+
+
 @pytest.mark.parametrize("always_switch", [False, True])
 def test_option_core_decisions_follow_switch(always_switch):
     model, mc = tiny_model(), tiny_mc(always_switch)

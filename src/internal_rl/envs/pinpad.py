@@ -381,12 +381,14 @@ class BatchedPinPad:
         return tasks
 
     def reset(self, tasks: str | Sequence[str] | None = None, seed: int | None = None,
-              env_ids: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
+              env_ids: Sequence[int] | np.ndarray | None = None, group_size: int = 1) -> np.ndarray:
         """Start new episodes with fresh layouts; returns the (N, D) float32 observations.
 
         ``tasks``: one task string per reset env, a single string for all, or None to sample each
         uniformly from ``PRETRAINING_TASKS``. ``seed`` reseeds the generator first. ``env_ids``
         resets only those envs (the others keep their state); ``tasks`` then has len(env_ids) entries.
+        ``group_size`` G: consecutive reset envs in groups of G share one layout (GRPO groups); the
+        number of reset envs must be a multiple of G and the envs of a group must share their task.
         """
         cfg = self.config
         if seed is not None:
@@ -400,7 +402,14 @@ class BatchedPinPad:
             if not self._has_reset and ids.size != self.num_envs:
                 raise ValueError("the first reset must reset every env (env_ids=None)")
         n = ids.size
-        task_strs = self._check_tasks(tasks, n)
+        if group_size < 1 or n % group_size:
+            raise ValueError(f"group_size must be a positive divisor of the {n} reset envs, got {group_size}")
+        if tasks is None:  # sampled: one task per group
+            task_strs = [t for t in self._check_tasks(None, n // group_size) for _ in range(group_size)]
+        else:
+            task_strs = self._check_tasks(tasks, n)
+        if group_size > 1 and any(len({str(t) for t in task_strs[i:i + group_size]}) > 1 for i in range(0, n, group_size)):
+            raise ValueError("the envs of a layout group must share their task")
         if n == 0:
             return self._obs.copy() if self.copy_obs else self._obs
         parsed = [_parse_task_cached(t, cfg.n_colors) if isinstance(t, str) else parse_task(t, cfg.n_colors)
@@ -414,7 +423,9 @@ class BatchedPinPad:
         for i, p in enumerate(parsed):
             task_arr[i, : len(p)] = p
 
-        layout = self._sample_layouts(task_arr, task_len)
+        layout = self._sample_layouts(task_arr[::group_size], task_len[::group_size])
+        if group_size > 1:
+            layout = {key: np.repeat(a, group_size, axis=0) for key, a in layout.items()}
         color_cell, wall_cell, start_cell = layout["color_cell"], layout["wall_cell"], layout["start_cell"]
         cell_color, cell_wall, dist = layout["cell_color"], layout["cell_wall"], layout["dist"]
 

@@ -235,13 +235,6 @@ def evaluate_latent(model, mc, layer: int, policy, pool: _EnvPool, seeds: np.nda
             "decisions_per_episode": float(np.concatenate(decisions).mean())}
 
 
-def group_advantages(returns: torch.Tensor, group_size: int, delta: float) -> torch.Tensor:
-    """GRPO: each return normalised within its group of ``group_size`` consecutive episodes (same seed)."""
-    r = returns.float().view(-1, group_size)
-    adv = (r - r.mean(1, keepdim=True)) / (r.std(1, unbiased=False, keepdim=True) + delta)
-    return adv.reshape(-1)
-
-
 def _sizes(tr) -> dict[str, Any]:
     sub = np.asarray(tr.subgoals_flat)
     ends = np.asarray(tr.step_offsets[1:]) - 1
@@ -344,9 +337,8 @@ def _grpo(cfg: BabyAIConfig, model, mc, layer: int, pool: _EnvPool, folder: Path
         sr = float(ro.success.float().mean())
         solved_groups = ro.success.float().view(G, K).mean(1)
         mixed = float(((solved_groups > 0) & (solved_groups < 1)).float().mean())
-        ro.returns = group_advantages(ro.returns, K, cfg.delta)
         stats = ppo_update(logp, params, opt, ro, cfg.rl_epochs, cfg.rl_minibatches, cfg.clip, cfg.delta,
-                           cfg.max_grad_norm, g)
+                           cfg.max_grad_norm, g, group_size=K)
         episodes += len(seeds)
         env_steps += int(ro.env_steps.sum())
         decisions = float(ro.mask.sum(1).float().mean())

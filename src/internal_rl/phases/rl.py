@@ -73,6 +73,9 @@ class RLConfig:
     minibatches: int = 4
     delta: float = 1e-3
     """δ of the advantage normalisation."""
+    group_size: int = 1
+    """GRPO variant: training episodes come in groups of this many on one layout, and each episode's
+    advantage is normalised within its group. 1 is the paper's batch normalisation (no groups)."""
     max_grad_norm: float = 1.0
     policy_width: int = 256
     eval_episodes: int = 256
@@ -101,6 +104,8 @@ class _Agent:
             raise ValueError("also_temperatures applies to z-space methods (raw's policy is its primitive one)")
         for t in [cfg.action_temperature, *cfg.also_temperatures]:
             check_temperature(t)
+        if cfg.group_size < 1 or cfg.batch_size % cfg.group_size:
+            raise ValueError(f"group_size must divide batch_size {cfg.batch_size}, got {cfg.group_size}")
         if cfg.method == "raw":
             self.model = SequenceModel.from_pretrained(cfg.model)
             self.net = self.model
@@ -116,13 +121,14 @@ class _Agent:
         self.model.to(device)
         self.net.to(device)
 
-    def collect(self, n: int, seed: int, temperature: float | None = None):
-        """`n` episodes; z-space methods act at `temperature` (None: the run's action_temperature)."""
+    def collect(self, n: int, seed: int, temperature: float | None = None, group_size: int = 1):
+        """`n` episodes (in layout groups of `group_size`); z-space methods act at `temperature` (None: the
+        run's action_temperature)."""
         if self.cfg.method == "raw":
-            return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed)
+            return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed, group_size)
         tau = self.cfg.action_temperature if temperature is None else temperature
         core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed,
-                          oracle_switch=self.cfg.oracle_switch, action_temperature=tau)
+                          oracle_switch=self.cfg.oracle_switch, action_temperature=tau, group_size=group_size)
         return collect_latent(core, self.net, seed)
 
     def logp(self, ro, idx):
@@ -170,9 +176,9 @@ def run_rl(cfg: RLConfig) -> dict:
         save_train_state(out, it, opt, extra={"counters": (episodes, env_steps, curve), "generator": g.get_state()})
 
     while it < iterations:
-        ro = agent.collect(cfg.batch_size, seed=cfg.seed * 1_000_003 + it * 101)
+        ro = agent.collect(cfg.batch_size, seed=cfg.seed * 1_000_003 + it * 101, group_size=cfg.group_size)
         stats = ppo_update(agent.logp, params, opt, ro, cfg.epochs, cfg.minibatches, cfg.clip, cfg.delta,
-                           cfg.max_grad_norm, g)
+                           cfg.max_grad_norm, g, cfg.group_size)
         it += 1
         episodes += cfg.batch_size
         env_steps += int(ro.env_steps.sum())
@@ -189,6 +195,7 @@ def run_rl(cfg: RLConfig) -> dict:
     checkpoint()
     final = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
     res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "action_temperature": cfg.action_temperature,
+           "group_size": cfg.group_size,
            "final_success": final["success"],
            "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],
            "eval_wrong_colour_hist": final["wrong_colour_hist"],

@@ -32,14 +32,16 @@ class OptionCore:
     def __init__(self, model: SequenceModel, mc: MetaController, layer: int, num_envs: int,
                  task: str | None = POST_TRAINING_TASK, env_config: PinPadConfig | None = None,
                  seed: int | None = None, beta_threshold: float | None = None, env: Any = None,
-                 compact: bool = True, oracle_switch: bool = False, action_temperature: float = 1.0):
+                 compact: bool = True, oracle_switch: bool = False, action_temperature: float = 1.0,
+                 group_size: int = 1):
         """`env`: a batched env with BatchedPinPad's interface (e.g. envs.babyai.BatchedBabyAI) to use
         instead of a new BatchedPinPad; its num_envs must equal `num_envs`, and `task` is passed to its reset.
         `compact`: drop finished episodes from the model batch (same trajectories, less work).
         `oracle_switch`: an upper-bound analysis, not the paper's method: a decision is asked for exactly when
         the env's ground-truth subgoal changes (the env must expose `subgoal`), not when β fires.
         `action_temperature`: primitive actions are drawn from softmax(logits / τ) of the controlled base;
-        1 (default) is the paper's sampling, 0 takes the argmax (an analysis knob, not the paper's method)."""
+        1 (default) is the paper's sampling, 0 takes the argmax (an analysis knob, not the paper's method).
+        `group_size`: consecutive episodes in groups of this size share a layout (GRPO groups; gridworld-pinpad)."""
         self.model, self.mc, self.layer = model.eval(), mc.eval(), layer
         if env is not None and env.num_envs != num_envs:
             raise ValueError(f"env has {env.num_envs} episodes but num_envs is {num_envs}")
@@ -57,13 +59,15 @@ class OptionCore:
         p = next(model.parameters())
         self.dtype, self.device = p.dtype, p.device
         self.compact = compact
+        self.group_size = group_size
 
     @torch.no_grad()
     def reset(self, seed: int | None = None) -> Tensor:
         """New episodes; returns e_1 (N, D). Every episode needs a decision (β_1 = 1)."""
         if seed is not None:
             self.generator.manual_seed(seed)
-        obs = self.env.reset(self.task, seed=seed)
+        grouped = {"group_size": self.group_size} if self.group_size > 1 else {}  # other envs need not know it
+        obs = self.env.reset(self.task, seed=seed, **grouped)
         self.cache = self.model.new_cache(self.n, self.env.config.max_steps)
         dev = self.device
         self.rows = torch.arange(self.n, device=dev)  # episodes the model still runs (the cache holds these rows)

@@ -51,9 +51,14 @@ def _outcomes(env: BatchedPinPad) -> tuple[Tensor | None, ...]:
     return tuple(None if x is None else torch.from_numpy(np.array(x)) for x in fields)
 
 
-def episode_advantages(returns: Tensor, delta: float = 1e-3) -> Tensor:
-    """Batch-normalised episode returns (paper: δ ≈ 1e-3)."""
-    return (returns - returns.mean()) / (returns.std(unbiased=False) + delta)
+def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1) -> Tensor:
+    """Batch-normalised episode returns (paper: δ ≈ 1e-3); with group_size G > 1, each run of G consecutive
+    episodes (a GRPO group: one layout) is normalised by its own mean and std instead."""
+    if group_size < 1 or returns.numel() % group_size:
+        raise ValueError(f"group_size must be a positive divisor of the {returns.numel()} episodes, got {group_size}")
+    groups = returns.reshape(-1, group_size) if group_size > 1 else returns.reshape(1, -1)
+    mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
+    return ((groups - mean) / (std + delta)).reshape(returns.shape)
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:
@@ -113,11 +118,13 @@ def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int) -> Rollouts:
-    """The base model samples primitive actions; every step is a decision (raw-action baseline)."""
+def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int, group_size: int = 1) -> Rollouts:
+    """The base model samples primitive actions; every step is a decision (raw-action baseline).
+    `group_size` G: consecutive episodes in groups of G share a layout (GRPO)."""
     model.eval()
     n, T = env.num_envs, env.config.max_steps
-    obs = env.reset(task, seed=seed)
+    grouped = {"group_size": group_size} if group_size > 1 else {}  # other envs need not know it
+    obs = env.reset(task, seed=seed, **grouped)
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed + 1)  # on the CPU: the same draws on any device
     cache = model.new_cache(n, T)
@@ -156,10 +163,12 @@ def raw_logp(model: SequenceModel, ro: Rollouts, idx: Tensor) -> Tensor:
 
 
 def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, epochs: int, minibatches: int,
-               clip: float, delta: float, max_grad_norm: float, generator: torch.Generator) -> dict[str, float]:
-    """Run `epochs` passes of clipped PPO over the rollouts in `minibatches` episode minibatches."""
-    adv = episode_advantages(ro.returns, delta)
-    if float(ro.returns.std()) == 0.0:  # every episode scored the same: no signal, skip the update
+               clip: float, delta: float, max_grad_norm: float, generator: torch.Generator,
+               group_size: int = 1) -> dict[str, float]:
+    """Run `epochs` passes of clipped PPO over the rollouts in `minibatches` episode minibatches; advantages
+    are normalised over the batch, or within GRPO groups of `group_size` consecutive episodes."""
+    adv = episode_advantages(ro.returns, delta, group_size)
+    if not bool(adv.any()):  # every episode (of every group) scored alike: no signal, skip the update
         return {"loss": 0.0, "skipped": 1.0}
     n = ro.returns.shape[0]
     losses = []

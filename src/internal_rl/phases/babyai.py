@@ -15,9 +15,9 @@
              driving ``BatchedBabyAI``. Each iteration plays ``rl_groups`` fresh seeds ``rl_group_size``
              times each; the advantage of an episode is its return normalised within its group,
              A = (R − mean_group R) / (std_group R + δ), shared by all its decisions, and the update is
-             the clipped PPO step of ``rl.ppo.ppo_update``. (ppo_update re-normalises the returns it is
-             given over the batch; group advantages already have batch mean 0, so that only rescales them
-             by one positive number per batch.)
+             the clipped PPO step of ``rl.ppo.ppo_update`` with ``group_size`` = ``rl_group_size``. (Until
+             session 12 the group advantages were normalised over the batch a second time, which rescaled
+             them by one positive number per batch; the figures in docs/RESULTS.md are from then.)
 5. internal RL, ES: ``rl.es.evolve`` (antithetic OpenAI-ES, centred ranks) over the same latent policy's
              parameters; a member's fitness is its success rate on ``es_episodes`` fresh seeds (the same
              seeds and sampling noise for every member of a generation).

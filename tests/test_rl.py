@@ -79,7 +79,8 @@ def test_grpo_group_advantages_match_a_loop():
         want = (x - x.mean()) / (x.std(unbiased=False) + 1e-3)
         torch.testing.assert_close(got[4 * g: 4 * g + 4].double(), want)
     assert torch.equal(got[4:8], torch.zeros(4))  # a group that scored alike carries no signal
-    torch.testing.assert_close(episode_advantages(r, 1e-3, group_size=1), episode_advantages(r, 1e-3))
+    torch.testing.assert_close(episode_advantages(r, 1e-3, group_size=1),
+                               (r - r.mean()) / (r.std(unbiased=False) + 1e-3))  # one group: the whole batch
     with pytest.raises(ValueError, match="divisor"):
         episode_advantages(r, 1e-3, group_size=5)
 

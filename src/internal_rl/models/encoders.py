@@ -114,10 +114,10 @@ class LayoutMemo:
         return slot[inverse[known:]]
 
 
-def _bfs_levels(u_target: Tensor, u_walls: Tensor, grid: int) -> Tensor:
-    """(U, O, cells) BFS distance from every cell to each colour's cell set (_FAR where unreachable)."""
+def _bfs_levels(u_target: Tensor, u_walls: Tensor, grid: int, bit: Tensor) -> Tensor:
+    """(U, O, cells) BFS distance from every cell to each colour's cell set (_FAR where unreachable);
+    `bit` (cells,) holds 1 << cell."""
     n_cells, dev = grid * grid, u_target.device
-    bit = torch.ones(n_cells, dtype=torch.int64, device=dev) << torch.arange(n_cells, device=dev)
     col = torch.arange(n_cells, device=dev) % grid
     not_first_col, not_last_col = _pack(col > 0, bit), _pack(col < grid - 1, bit)
     full = _pack(torch.ones(n_cells, dtype=torch.bool, device=dev), bit)  # the G² cell bits
@@ -165,7 +165,7 @@ def shortest_path_moves(obs: Tensor, grid: int, n_colors: int, memo: LayoutMemo 
     layouts, inverse = _unique_rows(torch.cat([target, _pack(wall, bit)[:, None]], dim=1))
     slot = memo.lookup(layouts) if memo is not None else None
     if slot is None:
-        level_of = _bfs_levels(layouts[:, :n_colors], layouts[:, n_colors], grid)
+        level_of = _bfs_levels(layouts[:, :n_colors], layouts[:, n_colors], grid, bit)
         if memo is not None:
             memo.layouts, memo.level_of = layouts, level_of
     else:

@@ -4,8 +4,10 @@ The same loop and sizes as the rollout part of bench/compare_metacontroller_pyto
 dim_meta_controller 64, dim_latent 32, state 96, 4 actions, one thread), without their package, so that two
 versions of this library can be compared side by side, e.g. an older commit via ``PYTHONPATH=OLD/src``.
 
-Run: ``.venv/bin/python bench/bench_facade_rollout.py [--batch 2 32] [--T 128] [--repeats 3]``.
-Prints the mean ms/step of each of ``repeats`` T-step rollouts (after a warm-up rollout).
+Run: ``.venv/bin/python bench/bench_facade_rollout.py [--batch 2 32] [--T 128] [--repeats 3] [--compiled]``.
+Prints the mean ms/step of each of ``repeats`` T-step rollouts (after a warm-up rollout). ``--compiled``
+times the step after ``model.compile_rollout()`` (static shapes through torch.compile), eager and compiled
+side by side in one run, and prints how long the compiling first step took.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, nargs="+", default=[2, 32])
     ap.add_argument("--T", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--compiled", action="store_true", help="also time the compiled step, alternating with eager")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from internal_rl import MetaController, Transformer
@@ -28,7 +31,8 @@ def main() -> None:
     for batch in args.batch:
         torch.manual_seed(0)
         model = Transformer(128, action_embed_readout=dict(num_discrete=4), state_embed_readout=dict(num_continuous=96),
-                            lower_body=dict(depth=2), upper_body=dict(depth=2), heads=4, dim_head=32, ff_mult=4.0)
+                            lower_body=dict(depth=2), upper_body=dict(depth=2), heads=4, dim_head=32, ff_mult=4.0,
+                            max_len=max(args.T, 128))
         mc = MetaController(128, dim_meta_controller=64, dim_latent=32)
         state = torch.randn(batch, args.T, 96)
 
@@ -43,9 +47,21 @@ def main() -> None:
                     past = torch.distributions.Categorical(logits=logits).sample()
             return 1e3 * (time.perf_counter() - t0) / steps
 
-        roll(8)
-        times = [roll(args.T) for _ in range(args.repeats)]
-        print(f"batch {batch:3d}  T {args.T}: " + ", ".join(f"{x:.3f}" for x in times) + " ms/step")
+        modes = ["eager", "compiled"] if args.compiled else ["eager"]
+        times: dict[str, list[float]] = {m: [] for m in modes}
+        for mode in modes:
+            model.compile_rollout(mode == "compiled")
+            t0 = time.perf_counter()
+            roll(1)
+            if mode == "compiled":
+                print(f"batch {batch:3d}: the compiling first step took {time.perf_counter() - t0:.1f} s")
+            roll(args.T)  # warm-up: a whole rollout
+        for _ in range(args.repeats):  # alternate, so that both modes see the same machine load
+            for mode in modes:
+                model.compile_rollout(mode == "compiled")  # the compiled step is cached: no recompiling
+                times[mode].append(roll(args.T))
+        for mode in modes:
+            print(f"batch {batch:3d}  T {args.T} {mode:8s}: " + ", ".join(f"{x:.3f}" for x in times[mode]) + " ms/step")
 
 
 if __name__ == "__main__":

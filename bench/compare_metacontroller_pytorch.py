@@ -11,6 +11,11 @@ depth 2 + 2, 4 heads of 32, MLP 4·dim, low rank 16. Measured per configuration:
 - policy_loss: forward + backward of the RL loss on the rollout's (B, T) records (median of reps);
 - peak RSS: ru_maxrss of the subprocess.
 
+Ours runs twice: ``ours`` (the eager step) and ``ours_compiled`` (after ``model.compile_rollout()``: the
+same step with static shapes through torch.compile; its first step compiles, reported as ``first_step_s``,
+and its process also holds the compiler, so its peak RSS is not the memory figure to compare). Every
+implementation is warmed up with one whole T-step rollout before the timed one.
+
 Setup (a separate venv; torch first so that no CUDA build is pulled; it also pulls JAX)::
 
     python3 -m venv /tmp/mcpt && /tmp/mcpt/bin/pip install torch==2.13.0 metacontroller-pytorch==0.3.3
@@ -32,6 +37,7 @@ import time
 
 OURS_PY = sys.executable  # run this script with the project venv
 THEIRS_PY = "/tmp/mcpt/bin/python"
+IMPLS = ("ours", "ours_compiled", "theirs")  # ours_compiled: the same model after model.compile_rollout()
 DIM, DIM_META, DIM_LATENT, STATE, ACTIONS, HEADS, DIM_HEAD = 128, 64, 32, 96, 4, 4, 32
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
@@ -43,17 +49,21 @@ SINGLE_THREAD_ENV = {
 
 
 # ------------------------------------------------------------------------------------------ workers
-def _build(impl: str):
+def _build(impl: str, length: int):
     """(model, metacontroller, discovery_loss_fn, rollout_step_fn, policy_loss_fn) for one implementation."""
     import torch
 
-    if impl == "ours":
+    if impl.startswith("ours"):
         from internal_rl import MetaController, Transformer
 
+        # max_len = T: the compiled rollout's cache then never grows (growing compiles again)
         model = Transformer(DIM, action_embed_readout=dict(num_discrete=ACTIONS),
                             state_embed_readout=dict(num_continuous=STATE), lower_body=dict(depth=2),
-                            upper_body=dict(depth=2), heads=HEADS, dim_head=DIM_HEAD, ff_mult=4.0)
+                            upper_body=dict(depth=2), heads=HEADS, dim_head=DIM_HEAD, ff_mult=4.0,
+                            max_len=max(length, 128))
         mc = MetaController(DIM, dim_meta_controller=DIM_META, dim_latent=DIM_LATENT)
+        if impl == "ours_compiled":
+            model.compile_rollout()
 
         def policy_loss(states, old, z, adv, betas):
             return mc.policy_loss(states, old, z, adv, betas)
@@ -90,7 +100,7 @@ def worker(impl: str, batch: int, length: int, reps: int) -> dict:
     torch.set_num_threads(1)
     torch.manual_seed(0)
     t_import = time.perf_counter()
-    model, mc, discovery, record, policy_loss, stack = _build(impl)
+    model, mc, discovery, record, policy_loss, stack = _build(impl, length)
     build_s = time.perf_counter() - t_import
     state = torch.randn(batch, length, STATE)
     actions = torch.randint(0, ACTIONS, (batch, length))
@@ -116,7 +126,10 @@ def worker(impl: str, batch: int, length: int, reps: int) -> dict:
                 past = torch.distributions.Categorical(logits=logits).sample()  # (B, 1)
         return (time.perf_counter() - t0) / steps, recs
 
-    roll(min(8, length))
+    t0 = time.perf_counter()
+    roll(1)  # the compiled step compiles here
+    first_step_s = time.perf_counter() - t0
+    roll(length)  # warm-up: a whole rollout
     step_s, recs = roll(length)
     states, old, z, betas = (stack([r[i] for r in recs]) for i in range(4))
     adv = torch.randn(batch)
@@ -131,13 +144,13 @@ def worker(impl: str, batch: int, length: int, reps: int) -> dict:
     pl = statistics.median(times)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     return {"impl": impl, "batch": batch, "T": length, "discovery_s": disc, "rollout_step_ms": 1e3 * step_s,
-            "policy_loss_s": pl, "peak_rss_gb": rss, "build_s": build_s,
+            "policy_loss_s": pl, "peak_rss_gb": rss, "build_s": build_s, "first_step_s": first_step_s,
             "switch_frac": float((betas > 0.5).float().mean())}
 
 
 # ------------------------------------------------------------------------------------------- driver
 def run_one(impl: str, batch: int, length: int, reps: int) -> dict:
-    py = OURS_PY if impl == "ours" else THEIRS_PY
+    py = THEIRS_PY if impl == "theirs" else OURS_PY
     env = dict(os.environ, **SINGLE_THREAD_ENV)
     cmd = [py, os.path.abspath(__file__), "--worker", impl, "--batch", str(batch), "--T", str(length),
            "--reps", str(reps)]
@@ -149,18 +162,19 @@ def run_one(impl: str, batch: int, length: int, reps: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--worker", choices=["ours", "theirs"])
+    ap.add_argument("--worker", choices=IMPLS)
     ap.add_argument("--batch", type=int, nargs="+", default=[2, 32])
     ap.add_argument("--T", type=int, nargs="+", default=[64, 128, 256])
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--impls", nargs="+", default=["ours", "theirs"])
+    ap.add_argument("--impls", nargs="+", default=list(IMPLS), choices=IMPLS)
     ap.add_argument("--json", help="also write the results to this file")
     args = ap.parse_args()
     if args.worker:
         print(json.dumps(worker(args.worker, args.batch[0], args.T[0], args.reps)))
         return
-    for impl, py in (("ours", OURS_PY), ("theirs", THEIRS_PY)):
-        if impl in args.impls and not os.path.exists(py):
+    for impl in args.impls:
+        py = THEIRS_PY if impl == "theirs" else OURS_PY
+        if not os.path.exists(py):
             sys.exit(f"{py} not found (see the setup line in this script's docstring)")
 
     results = {}
@@ -169,24 +183,26 @@ def main() -> None:
             for impl in args.impls:
                 r = run_one(impl, batch, length, args.reps)
                 results[(impl, batch, length)] = r
-                print(f"  {impl:6s} B={batch:<3d} T={length:<4d} discovery {r['discovery_s']:.4f} s  "
-                      f"rollout {r['rollout_step_ms']:.3f} ms/step  policy_loss {r['policy_loss_s']:.4f} s  "
-                      f"peak {r['peak_rss_gb']:.3f} GB", flush=True)
+                print(f"  {impl:13s} B={batch:<3d} T={length:<4d} discovery {r['discovery_s']:.4f} s  "
+                      f"rollout {r['rollout_step_ms']:.3f} ms/step (first step {r['first_step_s']:.2f} s)  "
+                      f"policy_loss {r['policy_loss_s']:.4f} s  peak {r['peak_rss_gb']:.3f} GB", flush=True)
 
-    cols = ("B    T   | discovery s (ours/theirs  x) | rollout ms/step (ours/theirs  x) | "
+    cols = ("ours          B    T   | discovery s (ours/theirs  x) | rollout ms/step (ours/theirs  x) | "
             "policy_loss s (ours/theirs  x) | peak GB (ours/theirs  x)")
     print("\n" + cols + "\n" + "-" * len(cols))
-    for batch in args.batch:
-        for length in args.T:
-            o, t = results.get(("ours", batch, length)), results.get(("theirs", batch, length))
-            if o is None or t is None:
-                continue
+    for ours in (i for i in IMPLS if i != "theirs"):
+        for batch in args.batch:
+            for length in args.T:
+                o, t = results.get((ours, batch, length)), results.get(("theirs", batch, length))
+                if o is None or t is None:
+                    continue
 
-            def cell(key: str, fmt: str) -> str:
-                return f"{o[key]:{fmt}} / {t[key]:{fmt}}  {t[key] / o[key]:5.1f}x"
+                def cell(key: str, fmt: str) -> str:
+                    return f"{o[key]:{fmt}} / {t[key]:{fmt}}  {t[key] / o[key]:5.1f}x"
 
-            print(f"{batch:<4d} {length:<4d}| {cell('discovery_s', '.4f'):28s} | {cell('rollout_step_ms', '.3f'):33s} | "
-                  f"{cell('policy_loss_s', '.4f'):30s} | {cell('peak_rss_gb', '.3f')}")
+                print(f"{ours:13s} {batch:<4d} {length:<4d}| {cell('discovery_s', '.4f'):28s} | "
+                      f"{cell('rollout_step_ms', '.3f'):33s} | {cell('policy_loss_s', '.4f'):30s} | "
+                      f"{cell('peak_rss_gb', '.3f')}")
     print("\nx = theirs / ours (higher is better for ours). Goals: discovery >= 3x, rollout >= 10x, memory >= 2x.")
     if args.json:
         with open(args.json, "w") as f:

@@ -30,12 +30,13 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
+from internal_rl.api_compiled import StaticRolloutState, compiled_step, static_step
 from internal_rl.control.controller import ControlParams
 from internal_rl.control.metacontroller import MetaController as _CoreMetaController
 from internal_rl.control.metacontroller import MetaControllerConfig, MetaOutput, discovery_loss
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, prev_actions_of
 from internal_rl.models.ssm import HawkBlockState, check_padding_mask
-from internal_rl.models.transformer import KVCache
+from internal_rl.models.transformer import KVCache, grow_kv
 from internal_rl.rl.policy import LatentPolicy, gaussian_logp
 
 __all__ = [
@@ -83,8 +84,8 @@ class Hiddens:
 class RolloutCache:
     """Everything a rollout carries between steps; updated in place and returned by every call."""
 
-    kv: KVCache
-    """The base model's KV cache (grown automatically when full)."""
+    kv: KVCache | None
+    """The base model's KV cache (grown automatically when full); None in a compiled rollout."""
     steps: int = 0
     """Steps taken so far."""
     prev_hiddens: Hiddens = field(default_factory=Hiddens)
@@ -99,6 +100,13 @@ class RolloutCache:
     """LatentPolicy state, stepped only for rows that switched."""
     meta_controller: MetaController | None = None
     """The metacontroller this cache was started with (a cache cannot change controllers)."""
+    static: StaticRolloutState | None = None
+    """The whole state of a compiled rollout (``Transformer.compile_rollout``), else None."""
+
+    @property
+    def batch(self) -> int:
+        """Episodes this cache holds."""
+        return (self.kv if self.static is None else self.static).k[0].shape[0]
 
 
 # ------------------------------------------------------------------------------------------ helpers
@@ -121,22 +129,6 @@ def _only_keys(name: str, d: dict, allowed: set[str]) -> None:
     extra = set(d) - allowed
     if extra:
         raise ValueError(f"{name} got unsupported keys {sorted(extra)}; allowed: {sorted(allowed)}")
-
-
-def _grow(kv: KVCache, need: int) -> None:
-    """Double the KV cache's capacity (in place) until it holds `need` positions."""
-    cap = kv.k[0].shape[2]
-    if need <= cap:
-        return
-    new_cap = cap
-    while new_cap < need:
-        new_cap *= 2
-    for layer in range(len(kv.k)):
-        for buf in (kv.k, kv.v):
-            old = buf[layer]
-            grown = old.new_zeros(old.shape[0], old.shape[1], new_cap, old.shape[3])
-            grown[:, :, :cap] = old
-            buf[layer] = grown
 
 
 # ------------------------------------------------------------------------------------- MetaController
@@ -329,6 +321,7 @@ class Transformer(nn.Module):
         except TypeError as err:
             raise ValueError(f"Transformer: {err}") from None
         self.base = SequenceModel(cfg)
+        self._compiled_step: Callable[..., dict] | None = None  # set by compile_rollout
         # A submodule once set: its parameters then appear in model.parameters() (the base's are in model.base).
         self.meta_controller = meta_controller
 
@@ -445,12 +438,51 @@ class Transformer(nn.Module):
 
     # ----- rollouts -------------------------------------------------------------------------------
     def new_cache(self, batch: int, meta_controller: MetaController | None = None) -> RolloutCache:
-        """An empty rollout cache for `batch` episodes (made automatically by the first rollout call)."""
+        """An empty rollout cache for `batch` episodes (made automatically by the first rollout call);
+        a compiled one after ``compile_rollout``."""
+        if self._compiled_step is not None:
+            static = StaticRolloutState.zeros(self.base, meta_controller, batch, self.config.max_len)
+            return RolloutCache(kv=None, meta_controller=meta_controller, static=static)
         return RolloutCache(kv=self.base.new_cache(batch), meta_controller=meta_controller)
+
+    def compile_rollout(self, enabled: bool = True, **compile_kwargs: Any) -> Transformer:
+        """Run the rollouts of new caches through one ``torch.compile``'d step with static shapes
+        (api_compiled.py); ``enabled=False`` goes back to the eager step. Returns the model.
+
+        The first step of each (batch size, cache capacity) compiles (tens of seconds on a CPU); after that
+        a step is several times faster at small batch (docs/RESULTS.md). The KV cache starts at ``max_len``
+        steps and doubles when full, which compiles again: pass ``max_len`` >= the rollout length to
+        ``Transformer`` to avoid it. Same numbers as the eager step to float tolerance, same random draws.
+        ``compile_kwargs`` go to ``torch.compile`` (e.g. ``mode``, ``backend="eager"`` to test without compiling).
+        """
+        self._compiled_step = compiled_step(**compile_kwargs) if enabled else None
+        return self
+
+    def _static_rollout_step(self, state: Tensor, pa: Tensor, mc: MetaController | None,
+                             cache: RolloutCache) -> Tensor:
+        """One compiled step on ``cache.static``; records MetaRolloutOutput like the eager step."""
+        st = cache.static
+        st.grow(cache.steps + 1)
+        step = self._compiled_step if self._compiled_step is not None else static_step  # compiling turned off
+        p = self.base.action_head.weight  # dtype and device (cheaper than walking .parameters() every step)
+        noise = None if mc is None else torch.randn(state.shape[0], mc.config.n_z, dtype=p.dtype, device=p.device)
+        first = torch.tensor(cache.steps == 0, device=p.device)
+        # contiguous inputs: the compiled graph is specialised on strides, and a column of a (B, T) tensor is strided
+        out = step(self.base, mc, state.to(p.dtype).contiguous(), pa.contiguous(), st.k, st.v, st.pos, first, st.h,
+                   st.z, st.mean, st.logstd, st.policy_state, noise, None if mc is None else mc.core.gru_weights())
+        st.pos = out["pos"]
+        cache.steps += 1
+        if mc is not None:
+            st.h, st.z, st.mean, st.logstd, st.policy_state = (
+                out["h"], out["z"], out["mean"], out["logstd"], out["policy_state"])
+            cache.z, cache.h, cache.policy_state = st.z, st.h, st.policy_state
+            cache.dist = LatentDist(st.mean, st.logstd)
+            cache.prev_hiddens = Hiddens(MetaRolloutOutput(cache.dist, st.z, out["beta"], out["e"], out["switched"]))
+        return out["logits"]
 
     def _prev_action(self, past_action: Tensor | int | None, batch: int, first: bool) -> Tensor:
         c = self.config
-        p = next(self.base.parameters())
+        p = self.base.action_head.weight
         if past_action is None or (isinstance(past_action, int) and past_action == -1):
             if not first and past_action is None:
                 raise ValueError("after the first step, pass the action taken at the previous step")
@@ -464,7 +496,8 @@ class Transformer(nn.Module):
             if pa.shape != (batch,) or pa.dtype.is_floating_point:
                 raise ValueError(f"past action ids must be integer (B,) or (B, 1) with B = {batch}, got "
                                  f"{tuple(past_action.shape)} {past_action.dtype}")
-            if bool(((pa < -1) | (pa >= c.n_actions)).any()):
+            lo, hi = torch.aminmax(pa)
+            if int(lo) < -1 or int(hi) >= c.n_actions:
                 raise ValueError(f"past action ids must lie in -1..{c.n_actions - 1}")
             return pa.long()
         pa = past_action[:, 0] if past_action.dim() == 3 and past_action.shape[1] == 1 else past_action
@@ -489,14 +522,17 @@ class Transformer(nn.Module):
         batch = state.shape[0]
         if cache is None:
             cache = self.new_cache(batch, mc)
-        if cache.kv.k[0].shape[0] != batch:
-            raise ValueError(f"cache holds {cache.kv.k[0].shape[0]} episodes, state has {batch}")
+        if cache.batch != batch:
+            raise ValueError(f"cache holds {cache.batch} episodes, state has {batch}")
         if cache.steps and cache.meta_controller is not mc:
             raise ValueError("this cache was started with a different meta_controller")
         first = cache.steps == 0
         pa = self._prev_action(past_action, batch, first)
-        _grow(cache.kv, cache.steps + 1)
-        e = self.base.lower_step(state.to(next(self.base.parameters()).dtype), cache.kv, pa)
+        if cache.static is not None:
+            logits = self._static_rollout_step(state, pa, mc, cache)
+            return (logits[:, None] if keep_time else logits), cache
+        grow_kv(cache.kv.k, cache.kv.v, cache.steps + 1)
+        e = self.base.lower_step(state.to(self.base.action_head.weight.dtype), cache.kv, pa)
         if mc is not None:
             e_hat = self._meta_step(mc, e, cache, first)
         else:
@@ -521,9 +557,11 @@ class Transformer(nn.Module):
             beta = core.switch(e, cache.h, cache.z)
         switched = core.binarize(beta)
         n_switched = int(switched.sum())
+        # One draw for every row at every step, used where the switch fires: the compiled step draws the same.
+        noise = torch.randn(batch, core.config.n_z, dtype=e.dtype, device=e.device)
         if first or n_switched == batch:
             mean, logstd, cache.policy_state = policy.step(e, cache.policy_state)
-            cache.z = mean + logstd.exp() * torch.randn_like(mean)
+            cache.z = mean + logstd.exp() * noise
             cache.dist = LatentDist(mean, logstd)
             cache.params = core.decode(cache.z)
         elif n_switched:
@@ -532,7 +570,7 @@ class Transformer(nn.Module):
             rows = switched.nonzero().squeeze(1)
             state = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in cache.policy_state]
             mean, logstd, state = policy.step(e.index_select(0, rows), state)
-            z_new = mean + logstd.exp() * torch.randn_like(mean)
+            z_new = mean + logstd.exp() * noise.index_select(0, rows)
             cache.policy_state = [HawkBlockState(*(a.index_copy(0, rows, b) for a, b in zip(old, new)))
                                   for old, new in zip(cache.policy_state, state)]
             cache.z = cache.z.index_copy(0, rows, z_new)

@@ -224,8 +224,14 @@ class MetaController(nn.Module):
             raise ValueError(
                 f"h_prev must be (B, n_h) = ({e_t.shape[0]}, {self.config.n_h}), got {tuple(h_prev.shape)}"
             )
-        g = self.gru  # the single-step cell on the GRU's own weights: same numbers, ~7x less overhead than nn.GRU
-        return torch.gru_cell(e_t, h_prev, g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0)
+        # the single-step cell on the GRU's own weights: same numbers, ~7x less overhead than nn.GRU
+        return torch.gru_cell(e_t, h_prev, *self.gru_weights())
+
+    def gru_weights(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The history GRU's (w_ih, w_hh, b_ih, b_hh), for ``torch.gru_cell`` (torch.compile cannot trace an
+        nn.GRU module, even to read its weights, so the compiled rollout step receives these)."""
+        g = self.gru
+        return g.weight_ih_l0, g.weight_hh_l0, g.bias_ih_l0, g.bias_hh_l0
 
     def embed(self, e: Tensor, mask: Tensor | None = None) -> Tensor:
         """Non-causal sequence embedding s (B, n_s): bidirectional Hawk, mean over valid steps, linear."""

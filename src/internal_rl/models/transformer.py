@@ -71,6 +71,22 @@ class KVCache:
                        [keep(v, n) for v, n in zip(self.v, self.length)], list(self.length))
 
 
+def grow_kv(k: list[Tensor], v: list[Tensor], need: int) -> None:
+    """Double the capacity of per-layer key/value buffers (B, H, C, head_dim), in place in the lists, until
+    they hold `need` positions; the old positions are copied, the new ones start at zero."""
+    cap = k[0].shape[2]
+    if need <= cap:
+        return
+    new_cap = cap
+    while new_cap < need:
+        new_cap *= 2
+    for buf in (k, v):
+        for i, old in enumerate(buf):
+            grown = old.new_zeros(old.shape[0], old.shape[1], new_cap, old.shape[3])
+            grown[:, :, :cap] = old
+            buf[i] = grown
+
+
 class Attention(nn.Module):
     """Multi-head causal self-attention with a learned per-head relative-position bias."""
 
@@ -153,6 +169,30 @@ class Attention(nn.Module):
         attn = torch.softmax(scores, dim=-1)  # (B, H, 1, n)
         y = torch.matmul(attn, values)  # (B, H, 1, D)
         return self.out(y.reshape(B, 1, H * D))
+
+    def decode_static(self, x: Tensor, k_buf: Tensor, v_buf: Tensor, pos: Tensor) -> Tensor:
+        """One new position x (B, D) written at `pos` (a 0-dim long tensor) of fixed-capacity buffers
+        k_buf, v_buf (B, H, C, head_dim), updated in place; returns the attention output (B, D).
+
+        The same attention as `_decode_one`, but every shape is fixed (the query attends over all C slots,
+        the ones after `pos` and outside the window masked out) and the position is a tensor, so that
+        ``torch.compile`` builds one graph for a whole rollout (api_compiled.py). The buffers must start
+        zeroed: masked slots get zero weight, but 0 · NaN from uninitialised memory would still be NaN.
+        """
+        B, H, D = x.shape[0], self.n_heads, self.head_dim
+        q, k, v = self.qkv(x).view(B, 3, H, D).unbind(1)  # each (B, H, D)
+        where = pos.view(1)
+        k_buf.index_copy_(2, where, k.unsqueeze(2))
+        v_buf.index_copy_(2, where, v.unsqueeze(2))
+        dist = pos - torch.arange(k_buf.shape[2], device=x.device)  # (C,): distance of each slot's key
+        bucket = relative_position_bucket(dist, self.num_buckets, self.max_distance)
+        hidden = dist < 0
+        if self.window:
+            hidden = hidden | (dist >= self.window)
+        bias = F.embedding(bucket, self.rel_bias.weight).to(q.dtype).t().masked_fill(hidden, float("-inf"))
+        scores = torch.matmul((q * self.head_dim**-0.5).unsqueeze(2), k_buf.transpose(-1, -2)) + bias[:, None]
+        y = torch.matmul(torch.softmax(scores, dim=-1), v_buf)  # (B, H, 1, D)
+        return self.out(y.reshape(B, H * D))
 
 
 class Block(nn.Module):

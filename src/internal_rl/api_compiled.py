@@ -1,0 +1,164 @@
+"""The seed API's rollout step with every shape fixed, so that ``torch.compile`` makes one graph of it.
+
+The eager step (``api.Transformer._rollout_step``) slices the filled part of its KV cache and steps the
+policy only on the rows that switch: cheap in eager PyTorch, but its shapes change at every step, and at
+small batch its ~170 tensor ops cost far more in dispatch than in arithmetic. Here the KV cache has a
+fixed capacity and is masked, the position is a tensor, and the policy and the decoder run on every row
+with the switch decision applied by ``torch.where``; ``Transformer.compile_rollout`` compiles
+``static_step`` once per (batch, cache capacity), and the step then runs as a few fused kernels around
+its matrix products. Same modules, same numbers as the eager step (float tolerance, tested); only the
+shapes differ.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from internal_rl.models.sequence_model import SequenceModel
+from internal_rl.models.ssm import HawkBlockState
+from internal_rl.models.transformer import Block, grow_kv
+from internal_rl.rl.policy import select_state
+
+if TYPE_CHECKING:  # api imports this module
+    from internal_rl.api import MetaController
+
+__all__ = ["StaticRolloutState", "static_step", "compiled_step"]
+
+
+@dataclass
+class StaticRolloutState:
+    """What a compiled rollout carries between steps (in ``RolloutCache.static``); all tensors."""
+
+    k: list[Tensor]
+    """Keys per layer (B, H, C, head_dim), zeroed at creation, written in place at ``pos``."""
+    v: list[Tensor]
+    """Values per layer, like ``k``."""
+    pos: Tensor
+    """0-dim long: the position the next step writes (= steps taken)."""
+    h: Tensor | None = None
+    """Metacontroller history h_{t−1} (B, n_h)."""
+    z: Tensor | None = None
+    """z in use (B, n_z)."""
+    mean: Tensor | None = None
+    """Mean of the Gaussian that drew the z in use (B, n_z)."""
+    logstd: Tensor | None = None
+    """Its log-std (B, n_z)."""
+    policy_state: list[HawkBlockState] | None = None
+    """LatentPolicy state."""
+
+    @classmethod
+    def zeros(cls, base: SequenceModel, mc: MetaController | None, batch: int, capacity: int) -> StaticRolloutState:
+        """A fresh state for `batch` episodes and `capacity` steps (h, z, policy state at their initial 0)."""
+        c = base.config
+        p = next(base.parameters())
+        shape = (batch, c.n_heads, capacity, c.head_dim)
+        k = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in range(c.depth)]
+        v = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in range(c.depth)]
+        state = cls(k, v, torch.zeros((), dtype=torch.long, device=p.device))
+        if mc is not None:
+            init = mc.core.initial_state(batch, p.device, p.dtype)
+            state.h, state.z = init.h, init.z_prev
+            state.mean, state.logstd = torch.zeros_like(init.z_prev), torch.zeros_like(init.z_prev)
+            state.policy_state = mc.policy.initial_state(batch)
+        return state
+
+    def grow(self, need: int) -> None:
+        """Double the capacity (copying the filled keys and values) until it holds `need` steps."""
+        grow_kv(self.k, self.v, need)
+
+
+def _block_step(block: Block, x: Tensor, k_buf: Tensor, v_buf: Tensor, pos: Tensor) -> Tensor:
+    """One position through a pre-norm block (B, D) against its static cache."""
+    x = x + block.attn.decode_static(block.ln1(x), k_buf, v_buf, pos)
+    return x + block.mlp(block.ln2(x))
+
+
+def static_step(
+    base: SequenceModel,
+    mc: MetaController | None,
+    obs: Tensor,
+    prev_action: Tensor,
+    k: list[Tensor],
+    v: list[Tensor],
+    pos: Tensor,
+    first: Tensor,
+    h: Tensor | None,
+    z: Tensor | None,
+    mean: Tensor | None,
+    logstd: Tensor | None,
+    policy_state: list[HawkBlockState] | None,
+    noise: Tensor | None,
+    gru_weights: tuple[Tensor, ...] | None,
+) -> dict[str, Any]:
+    """One rollout step for obs (B, S) and the previous action (B,) ids or (B, A), at position ``pos``.
+
+    ``first`` (0-dim bool) forces β = 1; ``noise`` (B, n_z) standard normal draws z = mean + σ·noise where
+    the switch fires (β ≥ threshold), elsewhere z, its Gaussian and the policy state are kept. The
+    controller U(z) is decoded at every step (static shapes) and applied as ê = e + U e. Writes the keys
+    and values in place; returns the new state and what ``MetaRolloutOutput`` records. ``gru_weights`` are
+    ``mc.core.gru_weights()`` (h_t = GRU(e_t, h_{t−1}) as in ``history_step``).
+    """
+    c = base.config
+    layer = c.control_layer
+    e = base.embed(obs[:, None], prev_action[:, None])[:, 0]
+    for i in range(layer):
+        e = _block_step(base.blocks[i], e, k[i], v[i], pos)
+    out: dict[str, Any] = {"e": e, "pos": pos + 1}
+    x = e
+    if mc is not None:
+        core, policy = mc.core, mc.policy
+        one = torch.ones(e.shape[0], dtype=e.dtype, device=e.device)
+        beta = one if core.config.always_switch else torch.where(first, one, core.switch(e, h, z))
+        switched = core.binarize(beta)
+        new_mean, new_logstd, new_state = policy.step(e, policy_state)
+        rows = switched[:, None]
+        z = torch.where(rows, new_mean + new_logstd.exp() * noise, z)
+        out.update(
+            beta=beta, switched=switched, z=z,
+            mean=torch.where(rows, new_mean, mean), logstd=torch.where(rows, new_logstd, logstd),
+            policy_state=select_state(switched, new_state, policy_state), h=torch.gru_cell(e, h, *gru_weights),
+        )
+        x = core.decode(z).apply(e)  # U = f_hyp(z) as low-rank factors (or full U), then e + U e
+    for i in range(layer, c.depth):
+        x = _block_step(base.blocks[i], x, k[i], v[i], pos)
+    heads = base.heads(x, predict_obs=False)
+    out["logits"] = (heads.action_logits if c.discrete
+                     else torch.cat([heads.action_logits, heads.action_logstd], dim=-1))
+    return out
+
+
+def compiled_step(**compile_kwargs: Any) -> Callable[..., dict[str, Any]]:
+    """``static_step`` through ``torch.compile`` (one full graph, static shapes, C++ wrapper; kwargs override).
+
+    One compiled function per set of options for the whole process, so that turning compiling off and on
+    again (or a second model of the same sizes) reuses what was compiled.
+    """
+    key = repr(sorted(compile_kwargs.items()))
+    if key not in _COMPILED:
+        _COMPILED[key] = _compile(compile_kwargs)
+    return _COMPILED[key]
+
+
+_COMPILED: dict[str, Callable[..., dict[str, Any]]] = {}
+
+
+def _compile(compile_kwargs: dict[str, Any]) -> Callable[..., dict[str, Any]]:
+    # einops registers a backend per tensor type on first use, and dynamo guards on that registry: register
+    # the types the step's modules can hand it (tensors; parameters, as HyperDecoder.control does) now, or the
+    # first trace changes the registry and the second step throws the compiled graph away (compiling twice).
+    for x in (torch.zeros(1, 1), torch.nn.Parameter(torch.zeros(1, 1))):
+        rearrange(x, "a b -> b a")
+    # Every (batch size, cache capacity, model size) is its own graph of this one function; dynamo's default
+    # limit of 8 graphs per function would make a fullgraph compile raise after a few rollouts of new sizes.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    # The C++ wrapper calls the kernels without a Python line per kernel (about 20 % off a step at batch 2).
+    options: dict[str, Any] = dict(fullgraph=True, dynamic=False)
+    if compile_kwargs.get("backend", "inductor") == "inductor" and "mode" not in compile_kwargs:
+        options["options"] = {"cpp_wrapper": True}
+    options.update(compile_kwargs)
+    return torch.compile(static_step, **options)

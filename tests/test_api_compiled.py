@@ -104,3 +104,22 @@ def test_compiled_step_with_inductor():
     eager, _ = roll(model, mc, states, actions, seed=3)
     static, _ = roll(model.compile_rollout(), mc, states, actions, seed=3)
     assert_same(eager, static)
+
+
+def test_one_compiled_function_serves_models_that_differ_in_values_only():
+    """The step is compiled once per process with a reduced set of guards (api_compiled._KEPT_GUARDS): models
+    and metacontrollers with the same tensor shapes but other settings must still each get their own graph."""
+    B, T = 2, 6
+    states, actions = torch.randn(B, T, S), torch.randint(0, K, (B, T))
+    model, mc = make_pair(seed=0)
+    windowed, _ = make_pair(seed=0, attn_window=2)
+    torch.manual_seed(4)
+    always = MetaController(DIM, dim_meta_controller=16, dim_latent=4, always_switch=True)
+    lower_threshold = MetaController(DIM, dim_meta_controller=16, dim_latent=4, beta_threshold=0.3)
+    cases = [(model, mc), (model, None), (windowed, mc), (model, always), (model, lower_threshold), (model, mc)]
+    expected = []
+    for m, c in cases:
+        expected.append(roll(m.compile_rollout(False), c, states, actions, seed=2)[0])
+    torch._dynamo.reset()
+    for (m, c), ref in zip(cases, expected):
+        assert_same(ref, roll(m.compile_rollout(backend="eager"), c, states, actions, seed=2)[0])

@@ -469,13 +469,14 @@ class Transformer(nn.Module):
         first = torch.tensor(cache.steps == 0, device=p.device)
         # contiguous inputs: the compiled graph is specialised on strides, and a column of a (B, T) tensor is strided
         out = step(self.base, mc, state.to(p.dtype).contiguous(), pa.contiguous(), st.k, st.v, st.pos, first, st.h,
-                   st.z, st.mean, st.logstd, st.policy_state, noise, None if mc is None else mc.core.gru_weights())
+                   st.z, st.mean, st.logstd, st.policy_state, st.control, noise,
+                   None if mc is None else mc.core.gru_weights())
         st.pos = out["pos"]
         cache.steps += 1
         if mc is not None:
-            st.h, st.z, st.mean, st.logstd, st.policy_state = (
-                out["h"], out["z"], out["mean"], out["logstd"], out["policy_state"])
-            cache.z, cache.h, cache.policy_state = st.z, st.h, st.policy_state
+            st.h, st.z, st.mean, st.logstd, st.policy_state, st.control = (
+                out["h"], out["z"], out["mean"], out["logstd"], out["policy_state"], out["control"])
+            cache.z, cache.h, cache.policy_state, cache.params = st.z, st.h, st.policy_state, st.params
             cache.dist = LatentDist(st.mean, st.logstd)
             cache.prev_hiddens = Hiddens(MetaRolloutOutput(cache.dist, st.z, out["beta"], out["e"], out["switched"]))
         return out["logits"]

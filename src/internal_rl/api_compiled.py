@@ -3,11 +3,12 @@
 The eager step (``api.Transformer._rollout_step``) slices the filled part of its KV cache and steps the
 policy only on the rows that switch: cheap in eager PyTorch, but its shapes change at every step, and at
 small batch its ~170 tensor ops cost far more in dispatch than in arithmetic. Here the KV cache has a
-fixed capacity and is masked, the position is a tensor, and the policy and the decoder run on every row
-with the switch decision applied by ``torch.where``; ``Transformer.compile_rollout`` compiles
-``static_step`` once per (batch, cache capacity), and the step then runs as a few fused kernels around
-its matrix products. Same modules, same numbers as the eager step (float tolerance, tested); only the
-shapes differ.
+fixed capacity and is masked, the position is a tensor, and at a step where some row switches the policy
+and the decoder run on every row (``torch.cond`` skips them when none does) with the switch decision
+applied by ``torch.where``. ``Transformer.compile_rollout`` compiles ``static_step`` once per (batch,
+cache capacity), and the step then runs as a few fused kernels around its matrix products, called from
+C++. Same modules, same numbers and the same random draws as the eager step (float tolerance, tested);
+only the shapes differ.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from einops import rearrange
 from torch import Tensor
 
+from internal_rl.control.controller import ControlParams
 from internal_rl.models.sequence_model import SequenceModel
 from internal_rl.models.ssm import HawkBlockState
 from internal_rl.models.transformer import Block, grow_kv
@@ -50,6 +52,8 @@ class StaticRolloutState:
     """Its log-std (B, n_z)."""
     policy_state: list[HawkBlockState] | None = None
     """LatentPolicy state."""
+    control: list[Tensor] | None = None
+    """U = f_hyp(z) of the z in use: [A, B] (B, D, r) low rank or [U] (B, D, D) full rank."""
 
     @classmethod
     def zeros(cls, base: SequenceModel, mc: MetaController | None, batch: int, capacity: int) -> StaticRolloutState:
@@ -65,11 +69,33 @@ class StaticRolloutState:
             state.h, state.z = init.h, init.z_prev
             state.mean, state.logstd = torch.zeros_like(init.z_prev), torch.zeros_like(init.z_prev)
             state.policy_state = mc.policy.initial_state(batch)
+            state.control = [torch.zeros_like(t) for t in _control_tensors(mc.core.decode(state.z))]
         return state
+
+    @property
+    def params(self) -> ControlParams | None:
+        """The controller U of the z in use (None without a metacontroller)."""
+        return None if self.control is None else _control_params(self.control)
 
     def grow(self, need: int) -> None:
         """Double the capacity (copying the filled keys and values) until it holds `need` steps."""
         grow_kv(self.k, self.v, need)
+
+
+def _flatten_state(state: list[HawkBlockState]) -> list[Tensor]:
+    return [t for block in state for t in block]
+
+
+def _unflatten_state(flat: tuple[Tensor, ...] | list[Tensor]) -> list[HawkBlockState]:
+    return [HawkBlockState(*flat[i:i + 2]) for i in range(0, len(flat), 2)]
+
+
+def _control_tensors(params: ControlParams) -> list[Tensor]:
+    return [params.U] if params.full_rank else [params.A, params.B]
+
+
+def _control_params(control: list[Tensor]) -> ControlParams:
+    return ControlParams(U=control[0]) if len(control) == 1 else ControlParams(A=control[0], B=control[1])
 
 
 def _block_step(block: Block, x: Tensor, k_buf: Tensor, v_buf: Tensor, pos: Tensor) -> Tensor:
@@ -92,15 +118,17 @@ def static_step(
     mean: Tensor | None,
     logstd: Tensor | None,
     policy_state: list[HawkBlockState] | None,
+    control: list[Tensor] | None,
     noise: Tensor | None,
     gru_weights: tuple[Tensor, ...] | None,
 ) -> dict[str, Any]:
     """One rollout step for obs (B, S) and the previous action (B,) ids or (B, A), at position ``pos``.
 
     ``first`` (0-dim bool) forces β = 1; ``noise`` (B, n_z) standard normal draws z = mean + σ·noise where
-    the switch fires (β ≥ threshold), elsewhere z, its Gaussian and the policy state are kept. The
-    controller U(z) is decoded at every step (static shapes) and applied as ê = e + U e. Writes the keys
-    and values in place; returns the new state and what ``MetaRolloutOutput`` records. ``gru_weights`` are
+    the switch fires (β ≥ threshold), elsewhere z, its Gaussian and the policy state are kept. ``control``
+    holds U = f_hyp(z) of the z in use ([A, B] low rank, [U] full rank), decoded again only at steps where
+    some row switches (``torch.cond``), and applied as ê = e + U e. Writes the keys and values in place;
+    returns the new state and what ``MetaRolloutOutput`` records. ``gru_weights`` are
     ``mc.core.gru_weights()`` (h_t = GRU(e_t, h_{t−1}) as in ``history_step``).
     """
     c = base.config
@@ -115,15 +143,29 @@ def static_step(
         one = torch.ones(e.shape[0], dtype=e.dtype, device=e.device)
         beta = one if core.config.always_switch else torch.where(first, one, core.switch(e, h, z))
         switched = core.binarize(beta)
-        new_mean, new_logstd, new_state = policy.step(e, policy_state)
-        rows = switched[:, None]
-        z = torch.where(rows, new_mean + new_logstd.exp() * noise, z)
-        out.update(
-            beta=beta, switched=switched, z=z,
-            mean=torch.where(rows, new_mean, mean), logstd=torch.where(rows, new_logstd, logstd),
-            policy_state=select_state(switched, new_state, policy_state), h=torch.gru_cell(e, h, *gru_weights),
-        )
-        x = core.decode(z).apply(e)  # U = f_hyp(z) as low-rank factors (or full U), then e + U e
+        n_control = len(control)
+
+        def decide(z, mean, logstd, *rest):
+            """Rows that switch draw z from the policy; then U = f_hyp(z) for every row (unchanged for the rest)."""
+            state = _unflatten_state(rest[n_control:])
+            new_mean, new_logstd, new_state = policy.step(e, state)
+            rows = switched[:, None]
+            z = torch.where(rows, new_mean + new_logstd.exp() * noise, z)
+            params = core.decode(z)
+            return (z, torch.where(rows, new_mean, mean), torch.where(rows, new_logstd, logstd),
+                    *_control_tensors(params), *_flatten_state(select_state(switched, new_state, state)))
+
+        def keep(*carried):
+            """No row switches: z, its Gaussian, U and the policy state stay as they are."""
+            return tuple(t.clone() for t in carried)
+
+        # The policy and the decoder (a quarter of the step's weights) run only when some row switches.
+        carried = (z, mean, logstd, *control, *_flatten_state(policy_state))
+        z, mean, logstd, *rest = torch.cond(switched.any(), decide, keep, carried)
+        control, policy_state = rest[:n_control], _unflatten_state(rest[n_control:])
+        out.update(beta=beta, switched=switched, z=z, mean=mean, logstd=logstd, control=control,
+                   policy_state=policy_state, h=torch.gru_cell(e, h, *gru_weights))
+        x = _control_params(control).apply(e)  # ê = e + U e
     for i in range(layer, c.depth):
         x = _block_step(base.blocks[i], x, k[i], v[i], pos)
     heads = base.heads(x, predict_obs=False)
@@ -146,6 +188,23 @@ def compiled_step(**compile_kwargs: Any) -> Callable[..., dict[str, Any]]:
 
 _COMPILED: dict[str, Callable[..., dict[str, Any]]] = {}
 
+# Dynamo checks about 1,150 guards before every call of the step (about 60-100 µs at batch 2, a tenth of the
+# step). Kept: every tensor's dtype, device, shape and strides, every Python value the graph depends on
+# (layer sizes, the attention window, the switch threshold, flags), sequence lengths, object identities
+# (None or not) and global state. Dropped: checks that a module's hook dicts are still empty, that an
+# attribute was not added to an instance, and exact Python types; so forward hooks registered on the
+# model after its first compiled step are not run by the compiled step.
+_KEPT_GUARDS = frozenset({
+    "TENSOR_MATCH", "CONSTANT_MATCH", "EQUALS_MATCH", "SEQUENCE_LENGTH", "ID_MATCH", "DUPLICATE_INPUT",
+    "GRAD_MODE", "GLOBAL_STATE", "SHAPE_ENV", "DEFAULT_DEVICE", "TORCH_FUNCTION_STATE",
+    "DETERMINISTIC_ALGORITHMS", "AUTOGRAD_SAVED_TENSORS_HOOKS",
+})
+
+
+def _essential_guards(entries: list) -> list[bool]:
+    """``guard_filter_fn`` for torch.compile: True for the guards listed in ``_KEPT_GUARDS``."""
+    return [entry.guard_type in _KEPT_GUARDS for entry in entries]
+
 
 def _compile(compile_kwargs: dict[str, Any]) -> Callable[..., dict[str, Any]]:
     # einops registers a backend per tensor type on first use, and dynamo guards on that registry: register
@@ -157,8 +216,12 @@ def _compile(compile_kwargs: dict[str, Any]) -> Callable[..., dict[str, Any]]:
     # limit of 8 graphs per function would make a fullgraph compile raise after a few rollouts of new sizes.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
     # The C++ wrapper calls the kernels without a Python line per kernel (about 20 % off a step at batch 2).
+    # The guard filter keeps the guards that decide which graph is right (below).
+    inductor_options: dict[str, Any] = {"guard_filter_fn": _essential_guards}
+    if compile_kwargs.get("backend", "inductor") == "inductor":
+        inductor_options["cpp_wrapper"] = True
     options: dict[str, Any] = dict(fullgraph=True, dynamic=False)
-    if compile_kwargs.get("backend", "inductor") == "inductor" and "mode" not in compile_kwargs:
-        options["options"] = {"cpp_wrapper": True}
+    if "mode" not in compile_kwargs:  # torch.compile takes a mode or options, not both
+        options["options"] = inductor_options
     options.update(compile_kwargs)
     return torch.compile(static_step, **options)

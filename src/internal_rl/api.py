@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Sequence
 
 import torch
 from einops import rearrange
@@ -37,7 +37,7 @@ from internal_rl.control.metacontroller import MetaControllerConfig, MetaOutput,
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, prev_actions_of
 from internal_rl.models.ssm import HawkBlockState, check_padding_mask
 from internal_rl.models.transformer import KVCache, grow_kv
-from internal_rl.rl.policy import LatentPolicy, gaussian_logp
+from internal_rl.rl.policy import LatentPolicy, PopulationPolicy, gaussian_logp
 
 __all__ = [
     "Transformer",
@@ -569,8 +569,13 @@ class Transformer(nn.Module):
             # only the rows that switched take a decision and decode a new U; the rest keep theirs.
             # Out-of-place index_copy: earlier steps' records (prev_hiddens) may still hold the old tensors.
             rows = switched.nonzero().squeeze(1)
-            state = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in cache.policy_state]
-            mean, logstd, state = policy.step(e.index_select(0, rows), state)
+            if getattr(policy, "needs_every_row", False):  # an ES population: a row's member is its position
+                mean, logstd, state = policy.step(e, cache.policy_state)
+                mean, logstd = mean.index_select(0, rows), logstd.index_select(0, rows)
+                state = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in state]
+            else:
+                state = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in cache.policy_state]
+                mean, logstd, state = policy.step(e.index_select(0, rows), state)
             z_new = mean + logstd.exp() * noise.index_select(0, rows)
             cache.policy_state = [HawkBlockState(*(a.index_copy(0, rows, b) for a, b in zip(old, new)))
                                   for old, new in zip(cache.policy_state, state)]
@@ -590,7 +595,7 @@ class Transformer(nn.Module):
     def evolve(
         self,
         num_generations: int,
-        environment: Callable[[Transformer], float],
+        environment: Callable[[Transformer], float | Sequence[float] | Tensor],
         population_size: int = 16,
         sigma: float = 0.05,
         lr: float = 0.01,
@@ -598,22 +603,44 @@ class Transformer(nn.Module):
         optimizer: str = "adam",
         weight_decay: float = 0.0,
         callback: Callable[[int, dict], None] | None = None,
+        batched: bool = False,
     ) -> list[dict]:
         """Evolution strategies (rl/es.py) over ``self.meta_controller``'s internal-RL parameters (the policy).
 
         ``environment(model)`` returns a fitness (higher is better) for the parameters currently loaded;
-        each population member is loaded in turn. Afterwards the policy holds the evolved mean.
+        each population member is loaded in turn. With ``batched=True`` it is called once per generation
+        with the policy acting as the whole population (``rl.policy.PopulationPolicy``): the B rows of its
+        rollout are split into P equal contiguous blocks, block i acting with member i (B a multiple of P),
+        and it returns one fitness per row (averaged per block) or one per member. Under torch.distributed
+        each rank evaluates its own slice of the population. Afterwards the policy holds the evolved mean.
         Returns one stats dict per generation.
         """
         from internal_rl.rl.es import evolve as es_evolve
 
         if self.meta_controller is None:
             raise ValueError("set model.meta_controller = MetaController(...) before evolve")
-        params = list(self.meta_controller.internal_rl_parameters())
+        mc = self.meta_controller
+        params = list(mc.internal_rl_parameters())
 
         def fitness(vector: Tensor) -> float:
             nn.utils.vector_to_parameters(vector, params)
             return float(environment(self))
 
-        return es_evolve(params, fitness, num_generations, population_size=population_size, sigma=sigma, lr=lr,
+        def population_fitness(vectors: list[Tensor]) -> list[float]:
+            members = len(vectors)
+            policy, compiled = mc.policy, self._compiled_step
+            # the compiled step is traced for the plain policy: the population's rollouts run eagerly
+            mc.policy, self._compiled_step = PopulationPolicy(policy, torch.stack(vectors)), None
+            try:
+                out = environment(self)
+            finally:
+                mc.policy, self._compiled_step = policy, compiled
+            f = torch.as_tensor(out, dtype=torch.float64).reshape(-1)
+            if f.numel() == 0 or f.numel() % members:
+                raise ValueError(f"batched evolve: environment returned {f.numel()} fitnesses for {members} members; "
+                                 "return one per row of the rollout (a multiple of the members) or one per member")
+            return f.view(members, -1).mean(dim=1).tolist()
+
+        return es_evolve(params, population_fitness if batched else fitness, num_generations,
+                         population_size=population_size, sigma=sigma, lr=lr, batched=batched,
                          seed=seed, optimizer=optimizer, weight_decay=weight_decay, callback=callback)

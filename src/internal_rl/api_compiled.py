@@ -87,7 +87,8 @@ def _flatten_state(state: list[HawkBlockState]) -> list[Tensor]:
 
 
 def _unflatten_state(flat: tuple[Tensor, ...] | list[Tensor]) -> list[HawkBlockState]:
-    return [HawkBlockState(*flat[i:i + 2]) for i in range(0, len(flat), 2)]
+    n = len(HawkBlockState._fields)
+    return [HawkBlockState(*flat[i:i + n]) for i in range(0, len(flat), n)]
 
 
 def _control_tensors(params: ControlParams) -> list[Tensor]:

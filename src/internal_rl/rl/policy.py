@@ -12,7 +12,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from internal_rl.models.ssm import Hawk, HawkBlockState
+from internal_rl.models.ssm import Hawk, HawkBlockState, check_padding_mask
 
 
 def gaussian_logp(z: Tensor, mean: Tensor, logstd: Tensor) -> Tensor:
@@ -59,3 +59,78 @@ def select_state(keep_new: Tensor, new: list[HawkBlockState], old: list[HawkBloc
         out.append(HawkBlockState(*(torch.where(keep_new.view(-1, *([1] * (a.dim() - 1))), a, b)
                                     for a, b in zip(n, o))))
     return out
+
+
+class _Stepper(nn.Module):
+    """``LatentPolicy.step`` as a module's forward, so that ``torch.func.functional_call`` can run it."""
+
+    def __init__(self, policy: LatentPolicy):
+        super().__init__()
+        self.policy = policy
+
+    def forward(self, e_t: Tensor, state: list[HawkBlockState]) -> tuple[Tensor, Tensor, list[HawkBlockState]]:
+        return self.policy.step(e_t, state)
+
+
+class PopulationPolicy(nn.Module):
+    """P parameter vectors of one LatentPolicy acting side by side, for evaluating an ES population in one
+    batch: the B rows of every input are split into P equal contiguous blocks, block i acting with vector i
+    (``torch.func.vmap`` over ``functional_call``). Same ``forward`` / ``step`` / ``initial_state`` as the
+    policy; each vector is laid out as ``nn.utils.parameters_to_vector(policy.parameters())``.
+    """
+
+    needs_every_row = True
+    """Rollout code must step every row (not only the ones that switch): a row's member is its position."""
+
+    def __init__(self, policy: LatentPolicy, vectors: Tensor):
+        super().__init__()
+        n = sum(p.numel() for p in policy.parameters())
+        if vectors.dim() != 2 or vectors.shape[1] != n:
+            raise ValueError(f"vectors must be (P, {n}) (the policy's parameters, flattened), got {tuple(vectors.shape)}")
+        self.policy, self.population = policy, vectors.shape[0]
+        self.n_z = policy.n_z
+        params, start = {}, 0
+        for name, p in policy.named_parameters():
+            params[name] = vectors[:, start:start + p.numel()].reshape(self.population, *p.shape)
+            start += p.numel()
+        self._params = params
+        self._stepper = _Stepper(policy)
+
+    def _blocks(self, x: Tensor) -> Tensor:
+        """(B, ...) → (P, B / P, ...)."""
+        if x.shape[0] % self.population:
+            raise ValueError(f"batched ES: the batch ({x.shape[0]} rows) must be a multiple of the population "
+                             f"size ({self.population}); rows i·B/P .. (i+1)·B/P − 1 belong to member i")
+        return x.reshape(self.population, x.shape[0] // self.population, *x.shape[1:])
+
+    @staticmethod
+    def _rows(x: Tensor) -> Tensor:
+        """(P, E, ...) → (P·E, ...)."""
+        return x.reshape(x.shape[0] * x.shape[1], *x.shape[2:])
+
+    def forward(self, e: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """(mean, logstd) (B, K, n_z) for e (B, K, D), each row with its member's parameters.
+
+        The policy is causal, so end padding cannot reach valid steps: the mask is checked and the members
+        run unmasked (the outputs at padded steps are not specified).
+        """
+        check_padding_mask(mask, e.shape[0], e.shape[1])
+
+        def one(params, e_i):
+            return torch.func.functional_call(self.policy, params, (e_i,))
+
+        mean, logstd = torch.func.vmap(one)(self._params, self._blocks(e))
+        return self._rows(mean), self._rows(logstd)
+
+    def initial_state(self, batch: int) -> list[HawkBlockState]:
+        return self.policy.initial_state(batch)
+
+    def step(self, e_t: Tensor, state: list[HawkBlockState]) -> tuple[Tensor, Tensor, list[HawkBlockState]]:
+        """One decision for every row: (mean, logstd) (B, n_z) and the new state."""
+        def one(params, e_i, state_i):
+            return torch.func.functional_call(self._stepper, {f"policy.{k}": v for k, v in params.items()},
+                                              (e_i, state_i))
+
+        blocks = [HawkBlockState(*(self._blocks(t) for t in s)) for s in state]
+        mean, logstd, new = torch.func.vmap(one)(self._params, self._blocks(e_t), blocks)
+        return self._rows(mean), self._rows(logstd), [HawkBlockState(*(self._rows(t) for t in s)) for s in new]

@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--T", type=int, default=128)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--compiled", action="store_true", help="also time the compiled step, alternating with eager")
+    ap.add_argument("--max-len", type=int, default=0,
+                    help="initial KV-cache capacity (doubles when full; 0: the rollout length T)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from internal_rl import MetaController, Transformer
@@ -32,7 +34,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = Transformer(128, action_embed_readout=dict(num_discrete=4), state_embed_readout=dict(num_continuous=96),
                             lower_body=dict(depth=2), upper_body=dict(depth=2), heads=4, dim_head=32, ff_mult=4.0,
-                            max_len=max(args.T, 128))
+                            max_len=args.max_len or args.T)
         mc = MetaController(128, dim_meta_controller=64, dim_latent=32)
         state = torch.randn(batch, args.T, 96)
 

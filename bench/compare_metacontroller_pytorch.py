@@ -12,9 +12,11 @@ depth 2 + 2, 4 heads of 32, MLP 4·dim, low rank 16. Measured per configuration:
 - peak RSS: ru_maxrss of the subprocess.
 
 Ours runs twice: ``ours`` (the eager step) and ``ours_compiled`` (after ``model.compile_rollout()``: the
-same step with static shapes through torch.compile; its first step compiles, reported as ``first_step_s``,
-and its process also holds the compiler, so its peak RSS is not the memory figure to compare). Every
-implementation is warmed up with one whole T-step rollout before the timed one.
+same step with static shapes through torch.compile, its cache starting at 32 slots and doubling; its first
+step compiles, reported as ``first_step_s``, the graphs of the larger capacities compile during the
+warm-up rollout, ``warmup_rollout_s``, and its process also holds the compiler, so its peak RSS is not the
+memory figure to compare). Every implementation is warmed up with one whole T-step rollout before the
+timed ones.
 
 Setup (a separate venv; torch first so that no CUDA build is pulled; it also pulls JAX)::
 
@@ -63,7 +65,7 @@ def _build(impl: str, length: int):
                             max_len=max(length, 128))
         mc = MetaController(DIM, dim_meta_controller=DIM_META, dim_latent=DIM_LATENT)
         if impl == "ours_compiled":
-            model.compile_rollout()
+            model.compile_rollout(capacity=32)  # the cache doubles 32 -> 64 -> ...: one graph per capacity
 
         def policy_loss(states, old, z, adv, betas):
             return mc.policy_loss(states, old, z, adv, betas)
@@ -129,7 +131,9 @@ def worker(impl: str, batch: int, length: int, reps: int) -> dict:
     t0 = time.perf_counter()
     roll(1)  # the compiled step compiles here
     first_step_s = time.perf_counter() - t0
-    roll(length)  # warm-up: a whole rollout
+    t0 = time.perf_counter()
+    roll(length)  # warm-up: a whole rollout (the compiled step compiles the graphs of larger capacities here)
+    warmup_s = time.perf_counter() - t0
     timed = [roll(length) for _ in range(3)]  # the median of three rollouts (one is too noisy at T = 64)
     step_s, recs = sorted(timed, key=lambda r: r[0])[1]
     states, old, z, betas = (stack([r[i] for r in recs]) for i in range(4))
@@ -146,6 +150,7 @@ def worker(impl: str, batch: int, length: int, reps: int) -> dict:
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2  # KiB -> GiB
     return {"impl": impl, "batch": batch, "T": length, "discovery_s": disc, "rollout_step_ms": 1e3 * step_s,
             "policy_loss_s": pl, "peak_rss_gb": rss, "build_s": build_s, "first_step_s": first_step_s,
+            "warmup_rollout_s": warmup_s,
             "switch_frac": float((betas > 0.5).float().mean())}
 
 
@@ -185,7 +190,8 @@ def main() -> None:
                 r = run_one(impl, batch, length, args.reps)
                 results[(impl, batch, length)] = r
                 print(f"  {impl:13s} B={batch:<3d} T={length:<4d} discovery {r['discovery_s']:.4f} s  "
-                      f"rollout {r['rollout_step_ms']:.3f} ms/step (first step {r['first_step_s']:.2f} s)  "
+                      f"rollout {r['rollout_step_ms']:.3f} ms/step (first step {r['first_step_s']:.2f} s, "
+                      f"warm-up rollout {r['warmup_rollout_s']:.1f} s)  "
                       f"policy_loss {r['policy_loss_s']:.4f} s  peak {r['peak_rss_gb']:.3f} GB", flush=True)
 
     cols = ("ours          B    T   | discovery s (ours/theirs  x) | rollout ms/step (ours/theirs  x) | "

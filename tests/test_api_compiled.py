@@ -50,17 +50,18 @@ def assert_same(eager, static):
 
 @pytest.mark.parametrize("use_mc", [True, False])
 def test_static_step_equals_eager_step(use_mc):
-    # max_len=4 makes both caches grow (4 -> 8 -> 16) during the 13-step rollout.
+    # max_len=4 makes the eager cache grow (4 -> 8 -> 16) during the 13-step rollout; the compiled one
+    # starts at 2 slots (2 -> 4 -> 8 -> 16).
     model, mc = make_pair(max_len=4)
     mc = mc if use_mc else None
     B, T = 3, 13
     states, actions = torch.randn(B, T, S), torch.randint(0, K, (B, T))
     eager, _ = roll(model, mc, states, actions, seed=5)
-    model.compile_rollout(backend="eager")  # dynamo traces the whole step as one graph, no code generation
+    model.compile_rollout(backend="eager", capacity=2)  # dynamo traces the step as one graph, no code generation
     torch._dynamo.reset()
     counters.clear()
     static, cache = roll(model, mc, states, actions, seed=5)
-    assert counters["stats"]["unique_graphs"] == 3  # one graph per cache capacity (4, 8, 16), none per step
+    assert counters["stats"]["unique_graphs"] == 4  # one graph per cache capacity (2, 4, 8, 16), none per step
     assert cache.static is not None and cache.kv is None and cache.static.k[0].shape[2] == 16
     assert int(cache.static.pos) == T
     assert_same(eager, static)
@@ -69,6 +70,8 @@ def test_static_step_equals_eager_step(use_mc):
         assert switched.any() and not switched.all()  # both branches of the switch were exercised
     model.compile_rollout(False)
     assert roll(model, mc, states, actions, seed=5)[1].static is None
+    with pytest.raises(ValueError, match="capacity must be >= 1"):
+        model.compile_rollout(capacity=0)
 
 
 def test_static_step_continuous_actions_and_window():

@@ -322,6 +322,7 @@ class Transformer(nn.Module):
             raise ValueError(f"Transformer: {err}") from None
         self.base = SequenceModel(cfg)
         self._compiled_step: Callable[..., dict] | None = None  # set by compile_rollout
+        self._compiled_capacity: int | None = None
         # A submodule once set: its parameters then appear in model.parameters() (the base's are in model.base).
         self.meta_controller = meta_controller
 
@@ -441,21 +442,27 @@ class Transformer(nn.Module):
         """An empty rollout cache for `batch` episodes (made automatically by the first rollout call);
         a compiled one after ``compile_rollout``."""
         if self._compiled_step is not None:
-            static = StaticRolloutState.zeros(self.base, meta_controller, batch, self.config.max_len)
+            static = StaticRolloutState.zeros(self.base, meta_controller, batch,
+                                              self._compiled_capacity or self.config.max_len)
             return RolloutCache(kv=None, meta_controller=meta_controller, static=static)
         return RolloutCache(kv=self.base.new_cache(batch), meta_controller=meta_controller)
 
-    def compile_rollout(self, enabled: bool = True, **compile_kwargs: Any) -> Transformer:
+    def compile_rollout(self, enabled: bool = True, capacity: int | None = None,
+                        **compile_kwargs: Any) -> Transformer:
         """Run the rollouts of new caches through one ``torch.compile``'d step with static shapes
         (api_compiled.py); ``enabled=False`` goes back to the eager step. Returns the model.
 
-        The first step of each (batch size, cache capacity) compiles (tens of seconds on a CPU); after that
-        a step is several times faster at small batch (docs/RESULTS.md). The KV cache starts at ``max_len``
-        steps and doubles when full, which compiles again: pass ``max_len`` >= the rollout length to
-        ``Transformer`` to avoid it. Same numbers as the eager step to float tolerance, same random draws.
+        The first step of each (batch size, cache capacity) compiles (about 10 s here); after that a step
+        is about twice as fast at small batch (docs/RESULTS.md). The KV cache starts at ``capacity`` steps
+        (default ``max_len``) and doubles when full, and every step attends over the whole capacity: a
+        small start (e.g. 32) compiles a few graphs (32, 64, 128, ...) but reads less early in a rollout,
+        which pays at large batch. Same numbers as the eager step to float tolerance, same random draws.
         ``compile_kwargs`` go to ``torch.compile`` (e.g. ``mode``, ``backend="eager"`` to test without compiling).
         """
+        if capacity is not None and capacity < 1:
+            raise ValueError(f"capacity must be >= 1, got {capacity}")
         self._compiled_step = compiled_step(**compile_kwargs) if enabled else None
+        self._compiled_capacity = capacity
         return self
 
     def _static_rollout_step(self, state: Tensor, pa: Tensor, mc: MetaController | None,

@@ -126,3 +126,21 @@ def test_one_compiled_function_serves_models_that_differ_in_values_only():
     torch._dynamo.reset()
     for (m, c), ref in zip(cases, expected):
         assert_same(ref, roll(m.compile_rollout(backend="eager"), c, states, actions, seed=2)[0])
+
+
+def test_cache_made_without_the_metacontroller_takes_it_at_the_first_step():
+    """``model.new_cache(B)`` then rollout calls with a metacontroller: both steps adopt it at step 1."""
+    model, mc = make_pair()
+    B, T = 2, 4
+    states, actions = torch.randn(B, T, S), torch.randint(0, K, (B, T))
+    results = []
+    for compiled in (False, True):
+        model.compile_rollout(compiled, backend="eager")
+        torch.manual_seed(0)
+        cache = model.new_cache(B)
+        for t in range(T):
+            logits, cache = model(states[:, t], None if t == 0 else actions[:, t - 1], meta_controller=mc,
+                                  return_cache=True, cache=cache)
+        assert cache.meta_controller is mc
+        results.append(logits)
+    torch.testing.assert_close(results[1], results[0], rtol=1e-5, atol=1e-5)

@@ -536,6 +536,10 @@ class Transformer(nn.Module):
             raise ValueError("this cache was started with a different meta_controller")
         first = cache.steps == 0
         pa = self._prev_action(past_action, batch, first)
+        if first and cache.meta_controller is not mc:  # a cache made by new_cache(batch) without this mc
+            cache.meta_controller = mc
+            if cache.static is not None:
+                cache.static = StaticRolloutState.zeros(self.base, mc, batch, cache.static.k[0].shape[2])
         if cache.static is not None:
             logits = self._static_rollout_step(state, pa, mc, cache)
             return (logits[:, None] if keep_time else logits), cache

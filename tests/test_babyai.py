@@ -55,6 +55,19 @@ def test_reset_shapes_and_seeded_episodes():
         env.reset([1, 2])
 
 
+def test_reset_in_groups_shares_seeds():
+    env = BatchedBabyAI(4, max_steps=20)
+    obs = env.reset(None, seed=3, group_size=2)
+    seeds = env.episode_seeds.copy()
+    assert seeds[0] == seeds[1] and seeds[2] == seeds[3] and seeds[0] != seeds[2]
+    np.testing.assert_array_equal(obs[0], obs[1])
+    env.reset([5, 5, 6, 6], group_size=2)
+    with pytest.raises(ValueError, match="share their episode seed"):
+        env.reset([5, 6, 6, 6], group_size=2)
+    with pytest.raises(ValueError, match="positive divisor"):
+        env.reset(None, group_size=3)
+
+
 def test_hidden_mission_encoding():
     env = BatchedBabyAI(2, n_slots=0)
     assert env.reset([0, 1]).shape == (2, IMAGE_BITS + N_DIRECTIONS)

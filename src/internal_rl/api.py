@@ -30,7 +30,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from internal_rl.api_compiled import StaticRolloutState, compiled_step, static_step
+from internal_rl.api_compiled import StaticKV, compiled_step, control_params, control_tensors, static_step
 from internal_rl.control.controller import ControlParams
 from internal_rl.control.metacontroller import MetaController as _CoreMetaController
 from internal_rl.control.metacontroller import MetaControllerConfig, MetaOutput, discovery_loss
@@ -100,8 +100,8 @@ class RolloutCache:
     """LatentPolicy state, stepped only for rows that switched."""
     meta_controller: MetaController | None = None
     """The metacontroller this cache was started with (a cache cannot change controllers)."""
-    static: StaticRolloutState | None = None
-    """The whole state of a compiled rollout (``Transformer.compile_rollout``), else None."""
+    static: StaticKV | None = None
+    """The key/value cache of a compiled rollout (``Transformer.compile_rollout``, then ``kv`` is None)."""
 
     @property
     def batch(self) -> int:
@@ -442,8 +442,7 @@ class Transformer(nn.Module):
         """An empty rollout cache for `batch` episodes (made automatically by the first rollout call);
         a compiled one after ``compile_rollout``."""
         if self._compiled_step is not None:
-            static = StaticRolloutState.zeros(self.base, meta_controller, batch,
-                                              self._compiled_capacity or self.config.max_len)
+            static = StaticKV.zeros(self.base, batch, self._compiled_capacity or self.config.max_len)
             return RolloutCache(kv=None, meta_controller=meta_controller, static=static)
         return RolloutCache(kv=self.base.new_cache(batch), meta_controller=meta_controller)
 
@@ -472,21 +471,34 @@ class Transformer(nn.Module):
         st.grow(cache.steps + 1)
         step = self._compiled_step if self._compiled_step is not None else static_step  # compiling turned off
         p = self.base.action_head.weight  # dtype and device (cheaper than walking .parameters() every step)
-        noise = None if mc is None else torch.randn(state.shape[0], mc.config.n_z, dtype=p.dtype, device=p.device)
+        batch = state.shape[0]
+        if mc is not None and cache.steps == 0:
+            self._start_meta(mc, cache, batch, p)
+        noise = None if mc is None else torch.randn(batch, mc.config.n_z, dtype=p.dtype, device=p.device)
         first = torch.tensor(cache.steps == 0, device=p.device)
+        meta = ((None,) * 6 if mc is None else
+                (cache.h, cache.z, cache.dist.mean, cache.dist.logstd, cache.policy_state, control_tensors(cache.params)))
         # contiguous inputs: the compiled graph is specialised on strides, and a column of a (B, T) tensor is strided
-        out = step(self.base, mc, state.to(p.dtype).contiguous(), pa.contiguous(), st.k, st.v, st.pos, first, st.h,
-                   st.z, st.mean, st.logstd, st.policy_state, st.control, noise,
-                   None if mc is None else mc.core.gru_weights())
+        out = step(self.base, mc, state.to(p.dtype).contiguous(), pa.contiguous(), st.k, st.v, st.pos, first, *meta,
+                   noise, None if mc is None else mc.core.gru_weights())
         st.pos = out["pos"]
         cache.steps += 1
         if mc is not None:
-            st.h, st.z, st.mean, st.logstd, st.policy_state, st.control = (
-                out["h"], out["z"], out["mean"], out["logstd"], out["policy_state"], out["control"])
-            cache.z, cache.h, cache.policy_state, cache.params = st.z, st.h, st.policy_state, st.params
-            cache.dist = LatentDist(st.mean, st.logstd)
-            cache.prev_hiddens = Hiddens(MetaRolloutOutput(cache.dist, st.z, out["beta"], out["e"], out["switched"]))
+            cache.h, cache.z, cache.policy_state = out["h"], out["z"], out["policy_state"]
+            cache.params = control_params(out["control"])
+            cache.dist = LatentDist(out["mean"], out["logstd"])
+            cache.prev_hiddens = Hiddens(MetaRolloutOutput(cache.dist, cache.z, out["beta"], out["e"], out["switched"]))
         return out["logits"]
+
+    @staticmethod
+    def _start_meta(mc: MetaController, cache: RolloutCache, batch: int, like: Tensor) -> None:
+        """The metacontroller's state before the first step: h_0 = 0, z_0 = 0, the policy's initial state
+        (the Gaussian and U are placeholders: every row switches at the first step)."""
+        init = mc.core.initial_state(batch, like.device, like.dtype)
+        cache.h, cache.z = init.h, init.z_prev
+        cache.policy_state = mc.policy.initial_state(batch)
+        cache.dist = LatentDist(torch.zeros_like(cache.z), torch.zeros_like(cache.z))
+        cache.params = mc.core.decode(cache.z)
 
     def _prev_action(self, past_action: Tensor | int | None, batch: int, first: bool) -> Tensor:
         c = self.config
@@ -536,10 +548,8 @@ class Transformer(nn.Module):
             raise ValueError("this cache was started with a different meta_controller")
         first = cache.steps == 0
         pa = self._prev_action(past_action, batch, first)
-        if first and cache.meta_controller is not mc:  # a cache made by new_cache(batch) without this mc
-            cache.meta_controller = mc
-            if cache.static is not None:
-                cache.static = StaticRolloutState.zeros(self.base, mc, batch, cache.static.k[0].shape[2])
+        if first:
+            cache.meta_controller = mc  # e.g. a cache made by new_cache(batch) without one
         if cache.static is not None:
             logits = self._static_rollout_step(state, pa, mc, cache)
             return (logits[:, None] if keep_time else logits), cache
@@ -559,9 +569,7 @@ class Transformer(nn.Module):
         core, policy = mc.core, mc.policy
         batch = e.shape[0]
         if first:
-            init = core.initial_state(batch, e.device, e.dtype)
-            cache.h, cache.z = init.h, init.z_prev
-            cache.policy_state = policy.initial_state(batch)
+            self._start_meta(mc, cache, batch, e)
             beta = torch.ones(batch, dtype=e.dtype, device=e.device)  # β_1 = 1
         elif core.config.always_switch:
             beta = torch.ones(batch, dtype=e.dtype, device=e.device)
@@ -580,13 +588,7 @@ class Transformer(nn.Module):
             # only the rows that switched take a decision and decode a new U; the rest keep theirs.
             # Out-of-place index_copy: earlier steps' records (prev_hiddens) may still hold the old tensors.
             rows = switched.nonzero().squeeze(1)
-            if getattr(policy, "needs_every_row", False):  # an ES population: a row's member is its position
-                mean, logstd, state = policy.step(e, cache.policy_state)
-                mean, logstd = mean.index_select(0, rows), logstd.index_select(0, rows)
-                state = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in state]
-            else:
-                state = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in cache.policy_state]
-                mean, logstd, state = policy.step(e.index_select(0, rows), state)
+            mean, logstd, state = policy.step_rows(e, cache.policy_state, rows)
             z_new = mean + logstd.exp() * noise.index_select(0, rows)
             cache.policy_state = [HawkBlockState(*(a.index_copy(0, rows, b) for a, b in zip(old, new)))
                                   for old, new in zip(cache.policy_state, state)]

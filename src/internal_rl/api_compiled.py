@@ -29,12 +29,13 @@ from internal_rl.rl.policy import select_state
 if TYPE_CHECKING:  # api imports this module
     from internal_rl.api import MetaController
 
-__all__ = ["StaticRolloutState", "static_step", "compiled_step"]
+__all__ = ["StaticKV", "control_params", "control_tensors", "static_step", "compiled_step"]
 
 
 @dataclass
-class StaticRolloutState:
-    """What a compiled rollout carries between steps (in ``RolloutCache.static``); all tensors."""
+class StaticKV:
+    """The key/value cache of a compiled rollout (``RolloutCache.static``): fixed capacity, masked, written
+    at a tensor position. The metacontroller's state stays in the ``RolloutCache`` fields, as in eager."""
 
     k: list[Tensor]
     """Keys per layer (B, H, C, head_dim), zeroed at creation, written in place at ``pos``."""
@@ -42,40 +43,16 @@ class StaticRolloutState:
     """Values per layer, like ``k``."""
     pos: Tensor
     """0-dim long: the position the next step writes (= steps taken)."""
-    h: Tensor | None = None
-    """Metacontroller history h_{t−1} (B, n_h)."""
-    z: Tensor | None = None
-    """z in use (B, n_z)."""
-    mean: Tensor | None = None
-    """Mean of the Gaussian that drew the z in use (B, n_z)."""
-    logstd: Tensor | None = None
-    """Its log-std (B, n_z)."""
-    policy_state: list[HawkBlockState] | None = None
-    """LatentPolicy state."""
-    control: list[Tensor] | None = None
-    """U = f_hyp(z) of the z in use: [A, B] (B, D, r) low rank or [U] (B, D, D) full rank."""
 
     @classmethod
-    def zeros(cls, base: SequenceModel, mc: MetaController | None, batch: int, capacity: int) -> StaticRolloutState:
-        """A fresh state for `batch` episodes and `capacity` steps (h, z, policy state at their initial 0)."""
+    def zeros(cls, base: SequenceModel, batch: int, capacity: int) -> StaticKV:
+        """An empty cache for `batch` episodes and `capacity` steps."""
         c = base.config
-        p = next(base.parameters())
+        p = base.action_head.weight
         shape = (batch, c.n_heads, capacity, c.head_dim)
         k = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in range(c.depth)]
         v = [torch.zeros(shape, dtype=p.dtype, device=p.device) for _ in range(c.depth)]
-        state = cls(k, v, torch.zeros((), dtype=torch.long, device=p.device))
-        if mc is not None:
-            init = mc.core.initial_state(batch, p.device, p.dtype)
-            state.h, state.z = init.h, init.z_prev
-            state.mean, state.logstd = torch.zeros_like(init.z_prev), torch.zeros_like(init.z_prev)
-            state.policy_state = mc.policy.initial_state(batch)
-            state.control = [torch.zeros_like(t) for t in _control_tensors(mc.core.decode(state.z))]
-        return state
-
-    @property
-    def params(self) -> ControlParams | None:
-        """The controller U of the z in use (None without a metacontroller)."""
-        return None if self.control is None else _control_params(self.control)
+        return cls(k, v, torch.zeros((), dtype=torch.long, device=p.device))
 
     def grow(self, need: int) -> None:
         """Double the capacity (copying the filled keys and values) until it holds `need` steps."""
@@ -91,11 +68,13 @@ def _unflatten_state(flat: tuple[Tensor, ...] | list[Tensor]) -> list[HawkBlockS
     return [HawkBlockState(*flat[i:i + n]) for i in range(0, len(flat), n)]
 
 
-def _control_tensors(params: ControlParams) -> list[Tensor]:
+def control_tensors(params: ControlParams) -> list[Tensor]:
+    """U as the list ``static_step`` carries: [A, B] low rank, [U] full rank."""
     return [params.U] if params.full_rank else [params.A, params.B]
 
 
-def _control_params(control: list[Tensor]) -> ControlParams:
+def control_params(control: list[Tensor]) -> ControlParams:
+    """The inverse of ``control_tensors``."""
     return ControlParams(U=control[0]) if len(control) == 1 else ControlParams(A=control[0], B=control[1])
 
 
@@ -154,7 +133,7 @@ def static_step(
             z = torch.where(rows, new_mean + new_logstd.exp() * noise, z)
             params = core.decode(z)
             return (z, torch.where(rows, new_mean, mean), torch.where(rows, new_logstd, logstd),
-                    *_control_tensors(params), *_flatten_state(select_state(switched, new_state, state)))
+                    *control_tensors(params), *_flatten_state(select_state(switched, new_state, state)))
 
         def keep(*carried):
             """No row switches: z, its Gaussian, U and the policy state stay as they are."""
@@ -166,7 +145,7 @@ def static_step(
         control, policy_state = rest[:n_control], _unflatten_state(rest[n_control:])
         out.update(beta=beta, switched=switched, z=z, mean=mean, logstd=logstd, control=control,
                    policy_state=policy_state, h=torch.gru_cell(e, h, *gru_weights))
-        x = _control_params(control).apply(e)  # ê = e + U e
+        x = control_params(control).apply(e)  # ê = e + U e
     for i in range(layer, c.depth):
         x = _block_step(base.blocks[i], x, k[i], v[i], pos)
     heads = base.heads(x, predict_obs=False)

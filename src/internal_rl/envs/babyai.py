@@ -200,11 +200,16 @@ class BatchedBabyAI:
         directions = np.array([o["direction"] for o in raw])
         self._obs[idx, : self._view_dim] = encode_views(images, directions)
 
-    def reset(self, tasks: Sequence[int] | np.ndarray | None = None, seed: int | None = None) -> np.ndarray:
-        """Start new episodes in every env; ``tasks`` are per-env episode seeds (None: drawn, see module doc)."""
+    def reset(self, tasks: Sequence[int] | np.ndarray | None = None, seed: int | None = None,
+              group_size: int = 1) -> np.ndarray:
+        """Start new episodes in every env; ``tasks`` are per-env episode seeds (None: drawn, see module doc).
+        ``group_size`` G: consecutive envs in groups of G play the same seed (GRPO groups); drawn seeds are
+        drawn once per group, given ones must agree within each group."""
+        if group_size < 1 or self.num_envs % group_size:
+            raise ValueError(f"group_size must be a positive divisor of the {self.num_envs} envs, got {group_size}")
         if tasks is None:
             rng = self.rng if seed is None else np.random.default_rng(seed)
-            seeds = rng.integers(0, 2**31 - 1, size=self.num_envs)
+            seeds = np.repeat(rng.integers(0, 2**31 - 1, size=self.num_envs // group_size), group_size)
         else:
             if isinstance(tasks, str):
                 raise ValueError("BatchedBabyAI tasks are episode seeds (a sequence of ints) or None, got a string "
@@ -215,6 +220,8 @@ class BatchedBabyAI:
                                  f"array of shape {seeds.shape}")
             if seeds.min() < 0:
                 raise ValueError(f"episode seeds must be >= 0, got {int(seeds.min())}")
+            if group_size > 1 and (seeds.reshape(-1, group_size) != seeds[::group_size, None]).any():
+                raise ValueError("the envs of a group must share their episode seed")
         raw = []
         slots = self.config.n_slots
         with contextlib.redirect_stdout(io.StringIO()):  # minigrid prints every rejected layout sample

@@ -26,14 +26,6 @@ from internal_rl.models.sequence_model import SequenceModel
 from internal_rl.rl.rollout import check_temperature, tempered_probs
 
 
-def reset_batched(env: Any, task: Any, seed: int | None, group_size: int = 1) -> np.ndarray:
-    """`env.reset(task, seed=seed)`, in layout groups of `group_size` when it is above 1 (BatchedPinPad's
-    GRPO groups; batched envs without groups, e.g. BatchedBabyAI, are only ever reset with group_size 1)."""
-    if group_size > 1:
-        return env.reset(task, seed=seed, group_size=group_size)
-    return env.reset(task, seed=seed)
-
-
 class OptionCore:
     """Lockstep engine over N episodes. `reset()` → e; then `advance(z, decide)` one primitive step at a time."""
 
@@ -49,7 +41,8 @@ class OptionCore:
         the env's ground-truth subgoal changes (the env must expose `subgoal`), not when β fires.
         `action_temperature`: primitive actions are drawn from softmax(logits / τ) of the controlled base;
         1 (default) is the paper's sampling, 0 takes the argmax (an analysis knob, not the paper's method).
-        `group_size`: consecutive episodes in groups of this size share a layout (GRPO groups; gridworld-pinpad)."""
+        `group_size`: consecutive episodes in groups of this size share a layout (GRPO groups); passed to the
+        env's reset."""
         self.model, self.mc, self.layer = model.eval(), mc.eval(), layer
         if env is not None and env.num_envs != num_envs:
             raise ValueError(f"env has {env.num_envs} episodes but num_envs is {num_envs}")
@@ -74,7 +67,7 @@ class OptionCore:
         """New episodes; returns e_1 (N, D). Every episode needs a decision (β_1 = 1)."""
         if seed is not None:
             self.generator.manual_seed(seed)
-        obs = reset_batched(self.env, self.task, seed, self.group_size)
+        obs = self.env.reset(self.task, seed=seed, group_size=self.group_size)
         self.cache = self.model.new_cache(self.n, self.env.config.max_steps)
         dev = self.device
         self.rows = torch.arange(self.n, device=dev)  # episodes the model still runs (the cache holds these rows)

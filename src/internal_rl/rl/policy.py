@@ -51,6 +51,13 @@ class LatentPolicy(nn.Module):
         mean, logstd = self._dist(y)
         return mean, logstd, state
 
+    def step_rows(self, e_t: Tensor, state: list[HawkBlockState],
+                  rows: Tensor) -> tuple[Tensor, Tensor, list[HawkBlockState]]:
+        """A decision for the batch rows `rows` only: (mean, logstd) (R, n_z) and their new state, from the
+        whole batch's e_t (B, D) and state (rollouts where only some rows switch)."""
+        picked = [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in state]
+        return self.step(e_t.index_select(0, rows), picked)
+
 
 def select_state(keep_new: Tensor, new: list[HawkBlockState], old: list[HawkBlockState]) -> list[HawkBlockState]:
     """Per row, the new state where keep_new (B,) else the old one (rows that made no decision)."""
@@ -78,9 +85,6 @@ class PopulationPolicy(nn.Module):
     (``torch.func.vmap`` over ``functional_call``). Same ``forward`` / ``step`` / ``initial_state`` as the
     policy; each vector is laid out as ``nn.utils.parameters_to_vector(policy.parameters())``.
     """
-
-    needs_every_row = True
-    """Rollout code must step every row (not only the ones that switch): a row's member is its position."""
 
     def __init__(self, policy: LatentPolicy, vectors: Tensor):
         super().__init__()
@@ -134,3 +138,11 @@ class PopulationPolicy(nn.Module):
         blocks = [HawkBlockState(*(self._blocks(t) for t in s)) for s in state]
         mean, logstd, new = torch.func.vmap(one)(self._params, self._blocks(e_t), blocks)
         return self._rows(mean), self._rows(logstd), [HawkBlockState(*(self._rows(t) for t in s)) for s in new]
+
+    def step_rows(self, e_t: Tensor, state: list[HawkBlockState],
+                  rows: Tensor) -> tuple[Tensor, Tensor, list[HawkBlockState]]:
+        """As ``LatentPolicy.step_rows``; a row's member is its position, so every row is stepped and the
+        requested ones are picked."""
+        mean, logstd, new = self.step(e_t, state)
+        return (mean.index_select(0, rows), logstd.index_select(0, rows),
+                [HawkBlockState(*(a.index_select(0, rows) for a in s)) for s in new])

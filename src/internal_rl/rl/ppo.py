@@ -18,7 +18,7 @@ from torch import Tensor
 
 from internal_rl.envs.pinpad import BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
-from internal_rl.rl.option_env import OptionCore, reset_batched
+from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy, gaussian_logp
 
 
@@ -123,7 +123,7 @@ def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int, 
     `group_size` G: consecutive episodes in groups of G share a layout (GRPO)."""
     model.eval()
     n, T = env.num_envs, env.config.max_steps
-    obs = reset_batched(env, task, seed, group_size)
+    obs = env.reset(task, seed=seed, group_size=group_size)
     dev = next(model.parameters()).device
     g = torch.Generator().manual_seed(seed + 1)  # on the CPU: the same draws on any device
     cache = model.new_cache(n, T)

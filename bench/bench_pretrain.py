@@ -1,7 +1,8 @@
 """Pretraining throughput: tokens/s and achieved FLOP/s of a training step, beside a plain matmul of
-similar size timed in the same run (so the ratio is robust to machine load).
+similar size timed in the same run (so the ratio is robust to machine load). With several `--amp` modes the
+modes alternate within each repeat, so their ratio is measured side by side.
 
-    python bench/bench_pretrain.py [--preset quick] [--threads 2] [--repeats 5]
+    python bench/bench_pretrain.py [--preset quick] [--threads 2] [--repeats 5] [--amp none bf16]
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--encoder", default="", help="override the preset's observation encoder (linear, grid, nav)")
+    ap.add_argument("--amp", nargs="+", default=["none"], choices=["none", "bf16"],
+                    help="training-step precision(s): none (float32) or bf16 autocast; several alternate per repeat")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = pretrain_config(args.preset, "", "")
@@ -37,8 +40,9 @@ def main() -> None:
     data = generate_pinpad(4000, eps=0.0, seed=0, progress=False)
     batches = [data.batch(length_bucketed_batch(data.lengths, cfg.batch_size, 0, s)) for s in range(args.steps)]
 
-    def train_step(b):
-        loss = model.loss(b, cfg.obs_weight)["loss"]
+    def train_step(b, amp="none"):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16"):
+            loss = model.loss(b, cfg.obs_weight)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -49,30 +53,43 @@ def main() -> None:
     tokens_first = batches[0]["mask"].numel()
     # plain matmul with the same FLOPs as one step on the first batch
     n = int(round((flops_first / 2) ** (1 / 3)))
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    step_tok, step_flops, mm_flops = [], [], []
+    a32, b32 = torch.randn(n, n), torch.randn(n, n)
+    operands = {"none": (a32, b32), "bf16": (a32.bfloat16(), b32.bfloat16())}
+    step_tok = {m: [] for m in args.amp}
+    step_flops = {m: [] for m in args.amp}
+    mm_flops = {m: [] for m in args.amp}
+    for amp in args.amp:  # warm-up: first use of each precision's kernels
+        train_step(batches[0], amp)
     for _ in range(args.repeats):
-        t = time.perf_counter()
-        tok = pad = 0
-        for bt in batches:
-            train_step(bt)
-            tok += int(bt["mask"].sum())
-            pad += bt["mask"].numel()
-        dt = time.perf_counter() - t
-        step_tok.append(tok / dt)
-        step_flops.append(flops_first / tokens_first * pad / dt)
-        t = time.perf_counter()
-        for _ in range(5):
-            a @ b
-        mm_flops.append(5 * 2 * n**3 / (time.perf_counter() - t))
+        for amp in args.amp:
+            t = time.perf_counter()
+            tok = pad = 0
+            for bt in batches:
+                train_step(bt, amp)
+                tok += int(bt["mask"].sum())
+                pad += bt["mask"].numel()
+            dt = time.perf_counter() - t
+            step_tok[amp].append(tok / dt)
+            step_flops[amp].append(flops_first / tokens_first * pad / dt)
+            a, b = operands[amp]
+            t = time.perf_counter()
+            for _ in range(5):
+                a @ b
+            mm_flops[amp].append(5 * 2 * n**3 / (time.perf_counter() - t))
     med = statistics.median
     n_params = sum(p.numel() for p in model.parameters())
     print(f"preset {args.preset} ({mcfg.encoder} encoder), {n_params:,} params, batch {cfg.batch_size}, "
           f"{args.threads} threads, median of {args.repeats}")
-    print(f"pretraining: {med(step_tok):,.0f} valid tokens/s ({med(step_tok) * 60 / 1e6:.2f} M/min), "
-          f"{med(step_flops) / 1e9:.1f} GFLOP/s achieved")
-    print(f"plain {n}x{n} matmul: {med(mm_flops) / 1e9:.1f} GFLOP/s; training step reaches "
-          f"{med(step_flops) / med(mm_flops):.0%} of it")
+    for amp in args.amp:
+        name = "float32" if amp == "none" else "bf16 autocast"
+        tok, fl, mm = step_tok[amp], med(step_flops[amp]), med(mm_flops[amp])
+        print(f"pretraining, {name}: {med(tok):,.0f} valid tokens/s ({min(tok):,.0f}-{max(tok):,.0f}; "
+              f"{med(tok) * 60 / 1e6:.2f} M/min), {fl / 1e9:.1f} GFLOP/s achieved; plain {n}x{n} "
+              f"{'float32' if amp == 'none' else 'bf16'} matmul {mm / 1e9:.1f} GFLOP/s, the step reaches {fl / mm:.0%} of it")
+    if len(args.amp) > 1:
+        ratios = [x / y for x, y in zip(step_tok[args.amp[1]], step_tok[args.amp[0]])]
+        print(f"tokens/s {args.amp[1]} / {args.amp[0]}, per repeat: " + ", ".join(f"{r:.2f}" for r in ratios)
+              + f" (median {med(ratios):.2f})")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,38 @@ def test_pretrain_resume_continues_the_same_run(data_dir):
         torch.testing.assert_close(w30[k], straight[k], atol=1e-6, rtol=1e-5)
 
 
+def test_pretrain_under_bf16_autocast_learns_and_keeps_float32_weights(data_dir, tmp_path):
+    """amp='bf16' runs the training steps' matrix products in bfloat16: the loss still falls, the weights and the
+    evaluation stay float32, the run records the precision, and an unknown mode fails before any work."""
+    from internal_rl.phases.common import resolve_amp
+
+    def config(out: str, amp: str):
+        cfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / out))
+        cfg.amp, cfg.progress, cfg.rollout_episodes = amp, False, 0
+        cfg.steps, cfg.lr, cfg.eval_every, cfg.ckpt_every = 60, 3e-3, 60, 60  # long enough to see learning
+        return cfg
+
+    cfg = config("bf16", "bf16")
+    res = run_pretrain(cfg)
+    assert res["amp"] == "bfloat16"
+    nll = [float(r["action_nll"]) for r in csv.DictReader(open(tmp_path / "bf16" / "metrics.csv")) if r.get("action_nll")]
+    assert nll[-1] < nll[0] - 0.1
+    model = SequenceModel.from_pretrained(tmp_path / "bf16")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    # the same steps in float32 land on different, but nearby, weights: autocast was really on
+    assert run_pretrain(config("fp32", "none"))["amp"] == "none"
+    w16, w32 = model.state_dict(), SequenceModel.from_pretrained(tmp_path / "fp32").state_dict()
+    assert any(not torch.equal(w16[k], w32[k]) for k in w16)
+    assert abs(res["heldout_action_nll"] - json.loads((tmp_path / "fp32" / "results.json").read_text())[
+        "heldout_action_nll"]) < 0.02
+    assert resolve_amp("none", torch.device("cpu")) is None and resolve_amp("bf16", torch.device("cpu")) == torch.bfloat16
+    assert resolve_amp("auto", torch.device("cpu")) in (None, torch.bfloat16)
+    cfg.amp, cfg.out = "fp8", str(tmp_path / "never")
+    with pytest.raises(ValueError, match="amp mode 'fp8'"):
+        run_pretrain(cfg)
+    assert not (tmp_path / "never").exists()
+
+
 def test_reproduce_smoke_writes_every_artifact(tmp_path):
     res = run_reproduce(ReproduceConfig(preset="smoke", seeds=2, out=str(tmp_path)))
     saved = json.loads((tmp_path / "results.json").read_text())

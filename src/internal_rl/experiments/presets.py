@@ -60,7 +60,7 @@ def pretrain_config(preset: str, data: str, out: str):
         # `long` takes 1, which gave both the most and the least controllable base (Session 6).
         return PretrainConfig(data=data, out=out, model=model, steps=8000, batch_size=64, lr=1e-3,
                               weight_decay=1.5 if preset == "quick" else 1.0, lr_schedule="cosine", warmup_steps=100,
-                              obs_weight=0.01, eval_every=1000, ckpt_every=1000)
+                              obs_weight=0.01, eval_every=1000, ckpt_every=1000, amp="auto" if preset == "quick" else "none")
     return PretrainConfig(data=data, out=out, model=model, steps=256_000, batch_size=1024, lr=3e-4,
                           weight_decay=0.03, obs_weight=0.01, eval_every=5000, ckpt_every=5000, grad_clip=0.0)
 

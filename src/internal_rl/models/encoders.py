@@ -14,6 +14,7 @@ walk there. It never sees the task.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
@@ -35,6 +36,13 @@ class GridEncoder(nn.Module):
     e_0 = W_flat o + W_under (contents of the agent's cell) + W_ego (egocentric view), where the
     egocentric view places every cell's contents (plus an "inside the grid" bit) at its offset from
     the agent in a (2G−1)×(2G−1) window.
+
+    The three maps are applied as sums of weight columns over the observation's non-zero entries
+    (`F.embedding_bag`) rather than as dense products: a grid observation has about G²+O+W non-zeros
+    among G²·C entries, and the egocentric window (2G−1)²·C, so the dense form spent most of a
+    pretraining step's encoder time multiplying zeros (docs/RESULTS.md, Session 14). The "inside"
+    bits depend on the agent's cell only and are read from a per-cell table. `egocentric` builds the
+    window explicitly, as the reference the tests compare against.
     """
 
     def __init__(self, grid: int, channels: int, d_model: int):
@@ -47,16 +55,18 @@ class GridEncoder(nn.Module):
         rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
         self.register_buffer("rows", rows.reshape(-1), persistent=False)
         self.register_buffer("cols", cols.reshape(-1), persistent=False)
+        # window_of[p, cell]: the window slot of `cell` seen from an agent at cell p
+        window_of = ((self.rows[None] - self.rows[:, None] + grid - 1) * (2 * grid - 1)
+                     + (self.cols[None] - self.cols[:, None] + grid - 1))
+        self.register_buffer("window_of", window_of, persistent=False)
 
     def egocentric(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Return (contents under agent (N, C−1), egocentric window (N, (2G−1)², C)) for flat obs (N, G²C)."""
         G, C = self.grid, self.channels
         cells = rearrange(obs, "n (cell k) -> n cell k", k=C)
         agent, contents = cells[..., -1], cells[..., :-1]
-        under = torch.einsum("nc,nck->nk", agent, contents)
-        pos = agent.argmax(dim=1)
-        r0, c0 = self.rows[pos], self.cols[pos]
-        idx = (self.rows[None] - r0[:, None] + G - 1) * (2 * G - 1) + (self.cols[None] - c0[:, None] + G - 1)
+        under = (agent[..., None] * contents).sum(1)
+        idx = self.window_of[agent.argmax(dim=1)]
         inside = torch.ones_like(contents[..., :1])
         values = torch.cat([contents, inside], dim=-1)
         window = obs.new_zeros(obs.shape[0], (2 * G - 1) ** 2, C)
@@ -66,9 +76,28 @@ class GridEncoder(nn.Module):
     def forward(self, obs: Tensor) -> Tensor:
         lead = obs.shape[:-1]
         flat = obs.reshape(-1, obs.shape[-1])
-        under, window = self.egocentric(flat)
-        e = self.flat(flat) + self.under(under) + self.ego(rearrange(window, "n w k -> n (w k)"))
-        return e.reshape(*lead, -1)
+        N, C = flat.shape[0], self.channels
+        token, entry = flat.nonzero(as_tuple=True)  # row-major, so grouped by token as embedding_bag needs
+        value = flat[token, entry]
+        cell, k = entry // C, entry % C
+        pos = flat.view(N, -1, C)[..., -1].argmax(dim=1)  # the agent's cell
+        agent_value = flat[token, cell * C + C - 1]  # agent channel of the entry's cell
+
+        def bag(select: Tensor, rows: Tensor, table: Tensor, weights: Tensor) -> Tensor:
+            """Σ over token n's selected entries of weights · table[rows]: (N, d)."""
+            tok = token[select]
+            offsets = torch.cumsum(torch.bincount(tok, minlength=N), 0) - torch.bincount(tok, minlength=N)
+            return F.embedding_bag(rows[select], table, offsets, mode="sum", per_sample_weights=weights[select])
+
+        content = k < C - 1
+        # weight columns as contiguous table rows: embedding_bag's fast kernel needs contiguous tables
+        ego_t = rearrange(self.ego.weight, "d (w k) -> (w k) d", k=C).contiguous()
+        e = bag(torch.ones_like(content), entry, self.flat.weight.t().contiguous(), value) + self.flat.bias
+        e = e + bag(content, k, self.under.weight.t().contiguous(), value * agent_value)
+        e = e + bag(content, self.window_of[pos[token], cell] * C + k, ego_t, value)
+        # every cell's "inside" bit, summed per agent cell: (G², d) table
+        inside = rearrange(ego_t, "(w k) d -> w k d", k=C)[self.window_of, -1].sum(1)
+        return (e + F.embedding(pos, inside)).reshape(*lead, -1)
 
 
 _FAR = 10_000  # distance of cells from which a colour cannot be reached

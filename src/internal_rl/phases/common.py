@@ -33,6 +33,27 @@ def set_threads(threads: int) -> None:
         torch.set_num_threads(threads)
 
 
+AMP_MODES = ("none", "bf16", "auto")
+
+
+def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype of a training loop: 'none' (float32 throughout), 'bf16' (matrix products in bfloat16;
+    weights, optimizer state and loss reductions stay float32) or 'auto' (bf16 where the device has bf16
+    matrix kernels: CUDA with bf16 support, or a CPU oneDNN can run bf16 on, else none)."""
+    if spec not in AMP_MODES:
+        raise ValueError(f"unknown amp mode {spec!r}; choose one of {', '.join(AMP_MODES)}")
+    if spec == "none":
+        return None
+    if spec == "auto":
+        if device.type == "cuda":
+            fast = torch.cuda.is_bf16_supported()
+        else:
+            fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        if not fast:
+            return None
+    return torch.bfloat16
+
+
 def resolve_device(spec: str) -> torch.device:
     """The torch device a phase runs on: 'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N'."""
     if spec == "auto":

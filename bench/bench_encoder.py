@@ -1,6 +1,7 @@
 """The grid/nav encoder's sparse form (sums of weight columns over the observation's non-zeros) against the
 dense form it replaced (flat map + explicitly built egocentric window through dense matrices), side by side in
-one process: encoder forward+backward alone, and whole quick-preset training steps with each form.
+one process: encoder forward+backward alone, whole quick-preset training steps with each form, and the
+forward alone without gradients (a rollout's call, one observation per episode) at several batch sizes.
 
     python bench/bench_encoder.py [--threads 2] [--repeats 5]
 """
@@ -15,6 +16,7 @@ import torch
 from einops import rearrange
 
 from internal_rl.data.pinpad_dataset import generate_pinpad
+from internal_rl.envs.pinpad import BatchedPinPad
 from internal_rl.experiments.presets import model_config, pretrain_config
 from internal_rl.models.encoders import GridEncoder
 from internal_rl.models.sequence_model import SequenceModel
@@ -35,6 +37,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--rollout-batches", type=int, nargs="+", default=[1, 16, 64, 256, 1024])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = pretrain_config("quick", "", "")
@@ -69,6 +72,19 @@ def main() -> None:
                         times[(form, what)].append((time.perf_counter() - t) / len(batches) * 1e3)
     finally:
         GridEncoder.forward = sparse
+    rollout = {}
+    for n in args.rollout_batches:
+        env = BatchedPinPad(n, seed=0)
+        env.reset(None, seed=0)
+        obs = torch.as_tensor(env.obs, dtype=torch.float32)
+        with torch.no_grad():
+            for rep in range(args.repeats + 1):
+                for form, fn in forms.items():
+                    t = time.perf_counter()
+                    for _ in range(100):
+                        fn(model.encoder, obs)
+                    if rep:
+                        rollout.setdefault((form, n), []).append((time.perf_counter() - t) * 1e4)  # µs per call
     med = statistics.median
     print(f"quick preset (nav encoder), batch {cfg.batch_size}, {args.threads} threads, "
           f"ms per batch, median (min-max) of {args.repeats}")
@@ -77,6 +93,10 @@ def main() -> None:
         label = "encoder forward+backward" if what == "encoder" else "whole training step"
         print(f"{label}: dense {med(d):.1f} ({min(d):.1f}-{max(d):.1f}), sparse {med(s):.1f} "
               f"({min(s):.1f}-{max(s):.1f}), dense/sparse {med([x / y for x, y in zip(d, s)]):.2f}")
+    for n in args.rollout_batches:
+        d, s = rollout[("dense", n)], rollout[("sparse", n)]
+        print(f"forward without gradients, {n:5d} observations: dense {med(d):8.0f} µs, sparse {med(s):8.0f} µs, "
+              f"dense/sparse {med([x / y for x, y in zip(d, s)]):.2f}")
 
 
 if __name__ == "__main__":

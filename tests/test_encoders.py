@@ -135,3 +135,35 @@ def test_grid_encoder_matches_a_dense_loop_reference(kind):
     for g, r in zip(grads, ref_grads):
         torch.testing.assert_close(g.double(), r, rtol=1e-5, atol=1e-4)
     assert got.shape == (8, 24) and enc(obs.view(2, 4, 637)).shape == (2, 4, 24)
+
+
+def test_grid_encoder_reuses_its_tables_only_while_the_weights_stay_the_same():
+    """Without gradients the weight tables are kept between calls (rollouts); an in-place change of a weight, a
+    load_state_dict, or a call that trains must see the current weights."""
+    torch.manual_seed(1)
+    enc, fresh = make_encoder("nav", 637, 16), make_encoder("nav", 637, 16)
+    env = BatchedPinPad(5, seed=2)
+    env.reset(None, seed=2)
+    obs = torch.as_tensor(env.obs, dtype=torch.float32)
+
+    def check():
+        fresh.load_state_dict(enc.state_dict())
+        fresh._tables = None
+        with torch.no_grad():
+            torch.testing.assert_close(enc(obs), fresh(obs))
+
+    with torch.no_grad():
+        enc(obs)
+        assert enc._tables is not None  # kept
+        enc.ego.weight.mul_(2.0)
+    check()
+    with torch.no_grad():
+        enc.flat.weight.add_(0.5)
+        enc.under.weight.neg_()
+    check()
+    enc.load_state_dict(make_encoder("nav", 637, 16).state_dict())
+    check()
+    out = enc(obs)  # grad enabled and weights trainable: built in the graph, not kept
+    assert enc._tables is None and out.requires_grad
+    out.sum().backward()
+    assert enc.ego.weight.grad is not None and enc.ego.weight.grad.abs().sum() > 0

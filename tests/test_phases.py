@@ -382,3 +382,18 @@ def test_sweep_alpha_runs_both_modes_and_reuses_points(data_dir, tmp_path, monke
     assert run_sweep_alpha(cfg)["frozen"] == res["frozen"]
     with pytest.raises(ValueError, match="unknown modes"):
         run_sweep_alpha(SweepAlphaConfig(discover=d, modes=["thawed"], out=str(tmp_path / "x")))
+
+
+def test_console_command_reports_bad_input_in_one_line(tmp_path):
+    """`internal-rl` prints bad input as one error line with exit status 2 (the traceback on request)."""
+    import os
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "internal_rl.cli", "pretrain", "--preset", "smoke", "--root", str(tmp_path),
+           "--amp", "fp8"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "INTERNAL_RL_TRACEBACK": "0"})
+    assert out.returncode == 2
+    assert out.stderr.strip() == "internal-rl: error: unknown amp mode 'fp8'; choose one of none, bf16, auto"
+    out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "INTERNAL_RL_TRACEBACK": "1"})
+    assert out.returncode == 1 and "Traceback" in out.stderr and "ValueError: unknown amp mode" in out.stderr

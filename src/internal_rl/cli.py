@@ -180,5 +180,19 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown command {cmd!r}")
 
 
+def entry() -> None:
+    """The `internal-rl` console command: `main`, with bad input (ValueError, FileNotFoundError) reported as one
+    line and exit status 2 instead of a traceback; INTERNAL_RL_TRACEBACK=1 shows the traceback."""
+    import os
+
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as err:
+        if os.environ.get("INTERNAL_RL_TRACEBACK") == "1":
+            raise
+        print(f"internal-rl: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 if __name__ == "__main__":
-    main()
+    entry()

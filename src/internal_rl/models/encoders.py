@@ -96,7 +96,7 @@ class GridEncoder(nn.Module):
         token, entry = flat.nonzero(as_tuple=True)  # row-major, so grouped by token as embedding_bag needs
         value = flat[token, entry]
         cell, k = entry // C, entry % C
-        pos = flat.view(N, -1, C)[..., -1].argmax(dim=1)  # the agent's cell
+        pos = flat.reshape(N, -1, C)[..., -1].argmax(dim=1)  # the agent's cell
         content = (k < C - 1).to(flat.dtype)  # agent-channel entries take part in the flat map only
         agent_value = flat[token, cell * C + C - 1]  # agent channel of the entry's cell
         n_flat, n_under = flat.shape[1], C - 1

@@ -39,7 +39,8 @@ AMP_MODES = ("none", "bf16", "auto")
 def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype of a training loop: 'none' (float32 throughout), 'bf16' (matrix products in bfloat16;
     weights, optimizer state and loss reductions stay float32) or 'auto' (bf16 where the device has bf16
-    matrix kernels: CUDA with bf16 support, or a CPU oneDNN can run bf16 on, else none)."""
+    matrix instructions: CUDA with bf16 support, or a CPU with AVX-512 BF16 or AMX; else none, since
+    bf16 emulated on other CPUs is no faster than float32)."""
     if spec not in AMP_MODES:
         raise ValueError(f"unknown amp mode {spec!r}; choose one of {', '.join(AMP_MODES)}")
     if spec == "none":
@@ -48,7 +49,8 @@ def resolve_amp(spec: str, device: torch.device) -> torch.dtype | None:
         if device.type == "cuda":
             fast = torch.cuda.is_bf16_supported()
         else:
-            fast = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            cpu_has = lambda name: bool(getattr(torch.cpu, name, lambda: False)())  # noqa: E731 (private probes)
+            fast = cpu_has("_is_avx512_bf16_supported") or cpu_has("_is_amx_tile_supported")
         if not fast:
             return None
     return torch.bfloat16

@@ -55,7 +55,7 @@ class PretrainConfig:
     amp: str = "none"
     """Mixed precision of the training steps: 'none' (float32), 'bf16' (bfloat16 autocast of the matrix
     products; weights, AdamW state, losses and every evaluation stay float32) or 'auto' (bf16 where the
-    device has bf16 matrix kernels). The quick preset uses 'auto': 1.4x the tokens/s on an AVX-512 CPU
+    device has bf16 matrix instructions). The quick preset uses 'auto': 1.3x the tokens/s on an AVX-512 BF16 CPU
     (docs/RESULTS.md, Session 14)."""
     eval_every: int = 500
     eval_episodes: int = 512

@@ -37,12 +37,13 @@ class GridEncoder(nn.Module):
     egocentric view places every cell's contents (plus an "inside the grid" bit) at its offset from
     the agent in a (2G−1)×(2G−1) window.
 
-    The three maps are applied as sums of weight columns over the observation's non-zero entries (one
-    `F.embedding_bag` over the three weight matrices' columns) rather than as dense products: an
+    The three maps are applied as sums of weight columns over the observation's non-zero entries
+    (`F.embedding_bag`) rather than as dense products: an
     observation has O+W+1 non-zeros among G²·C entries and its window G²+O+W among (2G−1)²·C, so the
     dense form spent most of a pretraining step's encoder time multiplying zeros (docs/RESULTS.md,
     Session 14). The "inside" bits depend on the agent's cell only and are read from a per-cell table.
-    `egocentric` builds the window explicitly, as the reference the tests compare against.
+    The weights are stored column-major so that the sums read them without a copy. `egocentric` builds
+    the window explicitly, as the reference the tests compare against.
     """
 
     def __init__(self, grid: int, channels: int, d_model: int):
@@ -59,7 +60,11 @@ class GridEncoder(nn.Module):
         window_of = ((self.rows[None] - self.rows[:, None] + grid - 1) * (2 * grid - 1)
                      + (self.cols[None] - self.cols[:, None] + grid - 1))
         self.register_buffer("window_of", window_of, persistent=False)
-        self._tables: tuple | None = None  # see tables()
+        inside_count = torch.zeros(grid * grid, window)  # 1 where an agent at cell p sees a cell at window slot w
+        inside_count.scatter_(1, window_of, 1.0)
+        self.register_buffer("inside_count", inside_count, persistent=False)
+        for linear in (self.flat, self.under, self.ego):
+            _column_major(linear)
 
     def egocentric(self, obs: Tensor) -> tuple[Tensor, Tensor]:
         """Return (contents under agent (N, C−1), egocentric window (N, (2G−1)², C)) for flat obs (N, G²C)."""
@@ -74,21 +79,6 @@ class GridEncoder(nn.Module):
         window.scatter_(1, idx[..., None].expand(-1, -1, C), values)
         return under, window
 
-    def tables(self) -> tuple[Tensor, Tensor]:
-        """(rows of [W_flat | W_under | W_ego] as one embedding table, (G², d) sum of the "inside" columns seen
-        from each agent cell). Rebuilt at every call that trains the encoder; otherwise (rollouts, a frozen
-        base) kept until a weight changes, so that a one-step call does not copy the weights each time."""
-        params = (self.flat.weight, self.under.weight, self.ego.weight)
-        reusable = not (torch.is_grad_enabled() and any(p.requires_grad for p in params))
-        key = tuple((p.data_ptr(), p._version) for p in params) + (torch.is_inference_mode_enabled(),)
-        if reusable and self._tables is not None and self._tables[0] == key:
-            return self._tables[1], self._tables[2]
-        ego = rearrange(self.ego.weight, "d (w k) -> w k d", k=self.channels)
-        table = torch.cat([self.flat.weight.t(), self.under.weight.t(), rearrange(ego, "w k d -> (w k) d")])
-        inside = ego[self.window_of, -1].sum(1)
-        self._tables = (key, table, inside) if reusable else None
-        return table, inside
-
     def forward(self, obs: Tensor) -> Tensor:
         lead = obs.shape[:-1]
         flat = obs.reshape(-1, obs.shape[-1])
@@ -99,15 +89,29 @@ class GridEncoder(nn.Module):
         pos = flat.reshape(N, -1, C)[..., -1].argmax(dim=1)  # the agent's cell
         content = (k < C - 1).to(flat.dtype)  # agent-channel entries take part in the flat map only
         agent_value = flat[token, cell * C + C - 1]  # agent channel of the entry's cell
-        n_flat, n_under = flat.shape[1], C - 1
-        # each entry three times, as a row of the flat, under and ego parts of the table with its weight
-        rows = torch.stack([entry, n_flat + k.clamp(max=C - 2),
-                            n_flat + n_under + self.window_of[pos[token], cell] * C + k], dim=1).reshape(-1)
-        weights = torch.stack([value, value * agent_value * content, value * content], dim=1).reshape(-1)
-        counts = 3 * torch.bincount(token, minlength=N)
-        table, inside = self.tables()
-        e = F.embedding_bag(rows, table, torch.cumsum(counts, 0) - counts, mode="sum", per_sample_weights=weights)
+        counts = torch.bincount(token, minlength=N)
+        offsets = torch.cumsum(counts, 0) - counts  # every entry in each of the three sums: shared offsets
+
+        def bag(linear: nn.Linear, rows: Tensor, weights: Tensor) -> Tensor:
+            """Σ over each token's entries of weights · (column `rows` of linear.weight): (N, d)."""
+            table = linear.weight.t()  # (in, d); contiguous in the layout set by _column_major
+            return F.embedding_bag(rows, table if table.is_contiguous() else table.contiguous(), offsets,
+                                   mode="sum", per_sample_weights=weights)
+
+        e = bag(self.flat, entry, value)
+        e = e + bag(self.under, k.clamp(max=C - 2), value * agent_value * content)
+        e = e + bag(self.ego, self.window_of[pos[token], cell] * C + k, value * content)
+        # the "inside" bits of every cell, summed per agent cell: (G², window) counts times the inside columns;
+        # float32 under autocast too, like the embedding-bag sums (as the pretraining runs measured it)
+        with torch.autocast(flat.device.type, enabled=False):
+            inside = self.inside_count @ rearrange(self.ego.weight, "d (w k) -> w k d", k=C)[:, -1]
         return (e + self.flat.bias + F.embedding(pos, inside)).reshape(*lead, -1)
+
+
+def _column_major(linear: nn.Linear) -> None:
+    """Lay the (d, in) weight out column by column, so that weight.t() is the contiguous (in, d) table
+    embedding_bag reads without a copy; nn.Linear, state dicts and checkpoints see the same values."""
+    linear.weight = nn.Parameter(linear.weight.detach().t().contiguous().t())
 
 
 _FAR = 10_000  # distance of cells from which a colour cannot be reached

@@ -17,10 +17,14 @@ from torch import Tensor, nn
 
 
 def variance_scaling_(weight: Tensor, scale: float) -> Tensor:
-    """Truncation-free variance scaling (fan-in): std = sqrt(scale / fan_in), as in JAX/Flax inits."""
+    """Truncation-free variance scaling (fan-in): std = sqrt(scale / fan_in), as in JAX/Flax inits. The draw
+    goes through a contiguous tensor, so a weight gets the same values whatever its memory layout."""
     fan_in = weight.shape[1]
     with torch.no_grad():
-        return weight.normal_(0.0, math.sqrt(scale / fan_in))
+        if weight.is_contiguous():
+            return weight.normal_(0.0, math.sqrt(scale / fan_in))
+        return weight.copy_(torch.empty(weight.shape, dtype=weight.dtype, device=weight.device)
+                            .normal_(0.0, math.sqrt(scale / fan_in)))
 
 
 def relative_position_bucket(distance: Tensor, num_buckets: int = 32, max_distance: int = 128) -> Tensor:

@@ -101,11 +101,15 @@ class GridEncoder(nn.Module):
         e = bag(self.flat, entry, value)
         e = e + bag(self.under, k.clamp(max=C - 2), value * agent_value * content)
         e = e + bag(self.ego, self.window_of[pos[token], cell] * C + k, value * content)
-        # the "inside" bits of every cell, summed per agent cell: (G², window) counts times the inside columns;
+        # the "inside" bits of every cell, summed per agent cell: (G², window) counts times the inside columns,
+        # for every agent cell once (or, with fewer tokens than cells, for each token's cell: a rollout step of
+        # one episode would otherwise spend a fifth of its encoder time on the 49-row product);
         # float32 under autocast too, like the embedding-bag sums (as the pretraining runs measured it)
+        per_cell = N >= self.inside_count.shape[0]
         with torch.autocast(flat.device.type, enabled=False):
-            inside = self.inside_count @ rearrange(self.ego.weight, "d (w k) -> w k d", k=C)[:, -1]
-        return (e + self.flat.bias + F.embedding(pos, inside)).reshape(*lead, -1)
+            counts = self.inside_count if per_cell else self.inside_count[pos]
+            inside = counts @ rearrange(self.ego.weight, "d (w k) -> w k d", k=C)[:, -1]
+        return (e + self.flat.bias + (F.embedding(pos, inside) if per_cell else inside)).reshape(*lead, -1)
 
 
 def _column_major(linear: nn.Linear) -> None:

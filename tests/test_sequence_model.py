@@ -205,6 +205,39 @@ def test_attention_window_cache_matches_full_forward_and_limits_the_view():
         tiny(attn_window=-1)
 
 
+def test_attention_window_on_some_layers_only(tmp_path):
+    """attn_window_layers windows only the listed blocks: cached steps match the full forward, the other blocks
+    still see the whole past, set_attn_window(w, layers) builds the same model, a save/load keeps it, and a
+    layer outside the model is refused."""
+    m = tiny(attn_window=4, attn_window_layers=(2, 3)).eval()
+    assert [b.attn.window for b in m.blocks] == [0, 0, 4, 4]
+    B, T = 2, 25
+    obs = grid_obs(B, T)
+    full = m(obs)
+    cache = m.new_cache(B)
+    for t in range(T):
+        torch.testing.assert_close(m.step(obs[:, t], cache).action_logits, full.action_logits[:, t],
+                                   atol=1e-10, rtol=1e-9)
+    # the first two blocks attend to everything, so the oldest observation still matters at the last step
+    changed = obs.clone()
+    changed[:, 0] = grid_obs(B, 1, seed=5)[:, 0]
+    assert not torch.allclose(m(changed).action_logits[:, -1], full.action_logits[:, -1])
+    everywhere = tiny(attn_window=4).eval()
+    assert not torch.allclose(everywhere(obs).action_logits, full.action_logits)
+    everywhere.set_attn_window(4, (2, 3))
+    torch.testing.assert_close(everywhere(obs).action_logits, full.action_logits)
+    everywhere.set_attn_window(4)
+    assert everywhere.config.attn_window_layers is None and all(b.attn.window == 4 for b in everywhere.blocks)
+    m.save_pretrained(tmp_path / "m")
+    again = SequenceModel.from_pretrained(tmp_path / "m")
+    assert again.config.attn_window_layers == (2, 3) and [b.attn.window for b in again.blocks] == [0, 0, 4, 4]
+    with pytest.raises(ValueError, match="attn_window_layers"):
+        tiny(attn_window=4, attn_window_layers=(4,))
+    with pytest.raises(ValueError, match="attn_window_layers"):
+        everywhere.set_attn_window(4, (-1,))
+    assert everywhere.config.attn_window_layers is None  # a refused change leaves the model as it was
+
+
 def test_attention_window_example_writes_a_windowed_copy(tmp_path):
     """examples/attention_window.py runs and its copy loads with the window set and the same weights."""
     import subprocess
@@ -224,3 +257,9 @@ def test_attention_window_example_writes_a_windowed_copy(tmp_path):
     assert copy.config.attn_window == 4 and all(b.attn.window == 4 for b in copy.blocks)
     for v, v2 in zip(m.state_dict().values(), copy.state_dict().values()):
         assert torch.equal(v, v2)
+    run = subprocess.run([sys.executable, str(script), "--model", str(tmp_path / "base"), "--task", "0-1-4-5",
+                          "--windows", "4", "--episodes", "8", "--layers", "2", "3", "--copy-window", "4",
+                          "--copy-to", str(tmp_path / "w4_upper")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    upper = SequenceModel.from_pretrained(tmp_path / "w4_upper")
+    assert [b.attn.window for b in upper.blocks] == [0, 0, 4, 4]

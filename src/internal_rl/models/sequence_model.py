@@ -49,6 +49,8 @@ class SequenceModelConfig:
     """Attend only to the last `attn_window` positions, the current one included (0: the whole past). A
     window no longer than the pretraining episodes keeps every attention pattern of a longer episode one
     that pretraining has shown (docs/RESULTS.md, Session 9)."""
+    attn_window_layers: tuple[int, ...] | None = None
+    """Blocks (0-based) that the window applies to; None: every block. The others attend to the whole past."""
     max_len: int = 128
     """Longest sequence a KV cache is allocated for."""
     init_scale: float = 0.1
@@ -70,6 +72,11 @@ class SequenceModelConfig:
             raise ValueError("config needs n_actions > 0 (discrete) or action_dim > 0 (continuous)")
         if self.attn_window < 0:
             raise ValueError(f"attn_window must be ≥ 0 (0: no window), got {self.attn_window}")
+        if self.attn_window_layers is not None:
+            self.attn_window_layers = tuple(int(i) for i in self.attn_window_layers)  # a list from config.json
+            bad = [i for i in self.attn_window_layers if not 0 <= i < self.depth]
+            if bad:
+                raise ValueError(f"attn_window_layers {bad} outside 0..{self.depth - 1}")
         if self.control_layer is None:
             self.control_layer = self.depth // 2
         if not 0 <= self.control_layer <= self.depth:
@@ -78,6 +85,11 @@ class SequenceModelConfig:
     @property
     def discrete(self) -> bool:
         return self.n_actions > 0
+
+    def window_of_layer(self, i: int) -> int:
+        """The attention window of block i (0: the whole past)."""
+        layers = self.attn_window_layers
+        return self.attn_window if layers is None or i in layers else 0
 
 
 @dataclass
@@ -102,8 +114,8 @@ class SequenceModel(nn.Module):
             n_in = c.n_actions + 1 if c.discrete else None
             self.prev_action = nn.Embedding(n_in, c.d_model) if c.discrete else nn.Linear(c.action_dim, c.d_model)
         self.blocks = nn.ModuleList(
-            Block(c.d_model, c.n_heads, c.head_dim, c.mlp_hidden, c.num_buckets, c.max_distance, c.attn_window)
-            for _ in range(c.depth)
+            Block(c.d_model, c.n_heads, c.head_dim, c.mlp_hidden, c.num_buckets, c.max_distance, c.window_of_layer(i))
+            for i in range(c.depth)
         )
         self.ln_f = nn.LayerNorm(c.d_model)
         n_out = c.n_actions if c.discrete else 2 * c.action_dim
@@ -115,12 +127,13 @@ class SequenceModel(nn.Module):
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
 
-    def set_attn_window(self, window: int) -> None:
-        """Change the attention window of every block (and the config, so a save records it)."""
-        replace(self.config, attn_window=window)  # the config's own checks, on a throwaway copy
-        self.config.attn_window = window
-        for block in self.blocks:
-            block.attn.window = window
+    def set_attn_window(self, window: int, layers: tuple[int, ...] | None = None) -> None:
+        """Change the attention window of the blocks in `layers` (None: every block; the others attend to the
+        whole past), and the config, so that a save records it."""
+        checked = replace(self.config, attn_window=window, attn_window_layers=layers)  # the config's own checks
+        self.config.attn_window, self.config.attn_window_layers = window, checked.attn_window_layers
+        for i, block in enumerate(self.blocks):
+            block.attn.window = self.config.window_of_layer(i)
 
     # ----------------------------------------------------------------------------------------- parts
     def embed(self, obs: Tensor, prev_actions: Tensor | None = None) -> Tensor:

@@ -53,12 +53,10 @@ class GridEncoder(nn.Module):
         self.flat = nn.Linear(grid * grid * channels, d_model)
         self.under = nn.Linear(channels - 1, d_model, bias=False)
         self.ego = nn.Linear(window * channels, d_model, bias=False)
-        rows, cols = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
-        self.register_buffer("rows", rows.reshape(-1), persistent=False)
-        self.register_buffer("cols", cols.reshape(-1), persistent=False)
+        rows, cols = (x.reshape(-1) for x in torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij"))
         # window_of[p, cell]: the window slot of `cell` seen from an agent at cell p
-        window_of = ((self.rows[None] - self.rows[:, None] + grid - 1) * (2 * grid - 1)
-                     + (self.cols[None] - self.cols[:, None] + grid - 1))
+        window_of = ((rows[None] - rows[:, None] + grid - 1) * (2 * grid - 1)
+                     + (cols[None] - cols[:, None] + grid - 1))
         self.register_buffer("window_of", window_of, persistent=False)
         inside_count = torch.zeros(grid * grid, window)  # 1 where an agent at cell p sees a cell at window slot w
         inside_count.scatter_(1, window_of, 1.0)
@@ -107,8 +105,8 @@ class GridEncoder(nn.Module):
         # float32 under autocast too, like the embedding-bag sums (as the pretraining runs measured it)
         per_cell = N >= self.inside_count.shape[0]
         with torch.autocast(flat.device.type, enabled=False):
-            counts = self.inside_count if per_cell else self.inside_count[pos]
-            inside = counts @ rearrange(self.ego.weight, "d (w k) -> w k d", k=C)[:, -1]
+            seen = self.inside_count if per_cell else self.inside_count[pos]
+            inside = seen @ rearrange(self.ego.weight, "d (w k) -> w k d", k=C)[:, -1]
         return (e + self.flat.bias + (F.embedding(pos, inside) if per_cell else inside)).reshape(*lead, -1)
 
 

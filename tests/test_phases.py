@@ -89,7 +89,10 @@ def test_reproduce_smoke_writes_every_artifact(tmp_path):
         d = tmp_path / f"seed{seed}"
         assert "post_task_success" in json.loads((d / "controllers" / "controllers.json").read_text())
         assert "f1" in json.loads((d / "discover" / "segmentation.json").read_text())
-        assert len(json.loads((d / "probe" / "probes.json").read_text())["test_accuracy"]) == 3
+        probes = json.loads((d / "probe" / "probes.json").read_text())
+        assert len(probes["test_accuracy"]) == 3
+        assert probes["post_task_pair_choice_nll_max"] == max(
+            r["nll"] for r in probes["post_task_nll_by_colours_visited"] if r["colours_visited"] in (2, 4, 6, 8, 10))
     assert (tmp_path / "success_curves.png").stat().st_size > 0
     assert "| internal |" in (tmp_path / "results.md").read_text()
     assert res["methods"]["internal"]["seeds"] == 2
@@ -186,7 +189,7 @@ def test_demo_command_runs_at_smoke_preset(tmp_path, capsys):
 
     main(["demo", "--preset", "smoke", "--out", str(tmp_path / "demo"), "--threads", "1"])
     out = capsys.readouterr().out
-    assert "held-out action NLL" in out and "results written under" in out
+    assert "held-out action NLL" in out and "worst pair-choice NLL" in out and "results written under" in out
     for f in ("data/data_stats.json", "pretrain/model.safetensors", "pretrain/results.json", "probe/probes.json"):
         assert (tmp_path / "demo" / f).exists(), f
 

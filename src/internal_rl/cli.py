@@ -143,6 +143,8 @@ def demo(args: list[str]) -> dict:
           + ", ".join(f"{r['colours_visited']}: {r['nll']:.3f}" for r in probe["heldout_nll_by_colours_visited"]))
     print(f"within-pair NLL: {probe['heldout_within_pair_nll']:.3f} held-out, "
           f"{probe['post_task_within_pair_nll']:.3f} on the post-training task (after unseen transitions)")
+    print(f"worst pair-choice NLL on the post-training task: {probe['post_task_pair_choice_nll_max']:.3f} "
+          "(2 or more: the quick bases whose controllers could not steer it; docs/RESULTS.md, Session 16)")
     print(f"results written under {root.resolve()}")
     return {"pretrain": res, "probe": probe}
 

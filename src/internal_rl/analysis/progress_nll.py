@@ -9,7 +9,10 @@ navigates "to some colour" without using the history.
 task, whose pair-to-pair transitions never occur in pretraining: a low NLL at odd counts there means
 the model applies the within-pair rule ("go to the partner of the colour just visited") even after an
 unseen transition, a cheap teacher-forced sign of the compositional structure that ground-truth
-controllers need (docs/RESULTS.md). High NLL at even counts is expected (the next pair is novel).
+controllers need (docs/RESULTS.md). High NLL at even counts is expected (the next pair is novel), but
+not how high: `pair_choice_nll_max` is the worst of them, and on the quick recipe the bases whose
+ground-truth controllers could not steer the post-training task were the ones where it reached 2 nats or
+more (the model all but rules out the expert's next pair; docs/RESULTS.md, Session 16).
 """
 
 from __future__ import annotations
@@ -55,3 +58,12 @@ def within_pair_mean(rows: list[dict]) -> float:
     """Step-weighted mean NLL over odd colour counts (the target is the pair partner)."""
     odd = [r for r in rows if r["colours_visited"] % 2 == 1]
     return sum(r["nll"] * r["steps"] for r in odd) / max(1, sum(r["steps"] for r in odd))
+
+
+def pair_choice_nll_max(rows: list[dict]) -> float:
+    """Highest mean NLL over even colour counts from 2 on: the steps that head for the next pair after a
+    completed one (on the post-training task, every such transition is one pretraining never shows)."""
+    even = [r["nll"] for r in rows if r["colours_visited"] % 2 == 0 and r["colours_visited"] >= 2]
+    if not even:
+        raise ValueError("pair_choice_nll_max needs rows with an even colours_visited count of 2 or more")
+    return max(even)

@@ -43,6 +43,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
     res["model"] = cfg.model
     from internal_rl.analysis.progress_nll import (
         nll_by_colours_visited,
+        pair_choice_nll_max,
         post_task_nll_by_colours_visited,
         within_pair_mean,
     )
@@ -51,6 +52,7 @@ def run_probe(cfg: ProbeConfig) -> dict:
     res["post_task_nll_by_colours_visited"] = post_task_nll_by_colours_visited(model, cfg.post_task_episodes)
     res["post_task_within_pair_nll"] = within_pair_mean(res["post_task_nll_by_colours_visited"])
     res["heldout_within_pair_nll"] = within_pair_mean(res["heldout_nll_by_colours_visited"])
+    res["post_task_pair_choice_nll_max"] = pair_choice_nll_max(res["post_task_nll_by_colours_visited"])
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "probes.json", res)

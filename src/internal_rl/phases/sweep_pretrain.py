@@ -16,6 +16,7 @@ import statistics
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from internal_rl.analysis.progress_nll import pair_choice_nll_max
 from internal_rl.phases.common import run_cached, write_json
 from internal_rl.phases.controllers import ControllersConfig, run_controllers
 from internal_rl.phases.pretrain import PretrainConfig, run_pretrain
@@ -84,6 +85,8 @@ def run_point(cfg: SweepPretrainConfig, value: float, seed: int) -> dict:
                       replace(ctrl_cfg, model=str(d / "pretrain"), data=pcfg.data, out=str(d / "controllers"), seed=seed))
     return {"value": value, "seed": seed, "heldout_action_nll": pre["heldout_action_nll"],
             "probe_accuracy": probe["test_accuracy"], "post_task_within_pair_nll": probe["post_task_within_pair_nll"],
+            # from the rows, so that probes.json files written before the field existed still count
+            "post_task_pair_choice_nll_max": pair_choice_nll_max(probe["post_task_nll_by_colours_visited"]),
             "layers": ctrl["layers"], "post_task_success": ctrl["post_task_success"],
             "pretrain_task_success": ctrl["pretrain_task_success"], "best_post_task_success": ctrl["best_post_task_success"],
             "best_layer": ctrl["best_layer"]}
@@ -100,6 +103,7 @@ def summarise(points: list[dict]) -> list[dict]:
                                                         max(p["best_post_task_success"] for p in ps)],
                      "heldout_action_nll_median": med("heldout_action_nll"),
                      "post_task_within_pair_nll_median": med("post_task_within_pair_nll"),
+                     "post_task_pair_choice_nll_max_median": med("post_task_pair_choice_nll_max"),
                      "max_probe_accuracy_median": statistics.median(max(p["probe_accuracy"]) for p in ps)})
     return rows
 

@@ -7,7 +7,9 @@ versions of this library can be compared side by side, e.g. an older commit via 
 Run: ``.venv/bin/python bench/bench_facade_rollout.py [--batch 2 32] [--T 128] [--repeats 3] [--compiled]``.
 Prints the mean ms/step of each of ``repeats`` T-step rollouts (after a warm-up rollout). ``--compiled``
 times the step after ``model.compile_rollout()`` (static shapes through torch.compile), eager and compiled
-side by side in one run, and prints how long the compiling first step took.
+side by side in one run, and prints how long the compiling first step took. ``--dtype bfloat16`` casts the
+model and the metacontroller to bf16 first (weights, activations and the KV cache; the step's numbers then
+differ from float32 at bf16 precision).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ def main() -> None:
     ap.add_argument("--compiled", action="store_true", help="also time the compiled step, alternating with eager")
     ap.add_argument("--max-len", type=int, default=0,
                     help="initial KV-cache capacity (doubles when full; 0: the rollout length T)")
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
+                    help="parameters, activations and cache of the rollout")
     args = ap.parse_args()
     torch.set_num_threads(1)
     from internal_rl import MetaController, Transformer
@@ -36,6 +40,8 @@ def main() -> None:
                             lower_body=dict(depth=2), upper_body=dict(depth=2), heads=4, dim_head=32, ff_mult=4.0,
                             max_len=args.max_len or args.T)
         mc = MetaController(128, dim_meta_controller=64, dim_latent=32)
+        model.to(getattr(torch, args.dtype))
+        mc.to(getattr(torch, args.dtype))
         state = torch.randn(batch, args.T, 96)
 
         def roll(steps: int) -> float:
@@ -46,7 +52,7 @@ def main() -> None:
                     logits, cache = model(state[:, t:t + 1], past, meta_controller=mc, return_cache=True, cache=cache)
                     m = cache.prev_hiddens.meta_controller
                     mc.log_prob(m.action_dist, m.actions)  # what a rollout records, as in the comparison
-                    past = torch.distributions.Categorical(logits=logits).sample()
+                    past = torch.distributions.Categorical(logits=logits.float()).sample()
             return 1e3 * (time.perf_counter() - t0) / steps
 
         modes = ["eager", "compiled"] if args.compiled else ["eager"]

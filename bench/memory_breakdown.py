@@ -28,6 +28,10 @@ class _MallInfo2(ctypes.Structure):
                  "keepcost")]
 
 
+_LIBC = ctypes.CDLL("libc.so.6")
+_LIBC.mallinfo2.restype = _MallInfo2
+
+
 def _report(tag: str) -> None:
     """One line: peak RSS, RSS, anonymous RSS and malloc'd bytes, in MiB."""
     rss = anon = 0
@@ -37,9 +41,7 @@ def _report(tag: str) -> None:
                 rss = int(line.split()[1])
             elif line.startswith("Anonymous:"):
                 anon = int(line.split()[1])
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = _MallInfo2
-    heap = libc.mallinfo2().uordblks
+    heap = _LIBC.mallinfo2().uordblks
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak {peak:6.1f}  rss {rss / 1024:6.1f}  anon {anon / 1024:6.1f}  file {(rss - anon) / 1024:6.1f}  "
           f"malloc {heap / 2**20:6.1f} MiB  {len(sys.modules):5d} modules  | {tag}", flush=True)

@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from internal_rl.analysis.progress_nll import pair_choice_nll_max
+from internal_rl.analysis.progress_nll import pair_choice_nll_max, pair_choice_nlls
 
 
 def read_run(spec: str) -> dict:
@@ -29,7 +29,7 @@ def read_run(spec: str) -> dict:
     ctrl = json.loads((Path(parts[1]) / "controllers.json").read_text())
     rows = probe["post_task_nll_by_colours_visited"]
     return {"label": parts[2] if len(parts) == 3 else Path(parts[0]).name,
-            "pair_choice_nll": [r["nll"] for r in rows if r["colours_visited"] % 2 == 0 and r["colours_visited"] >= 2],
+            "pair_choice_nll": pair_choice_nlls(rows),
             "pair_choice_nll_max": pair_choice_nll_max(rows),
             "layers": ctrl["layers"], "post_task_success": ctrl["post_task_success"],
             "best_post_task_success": ctrl["best_post_task_success"]}

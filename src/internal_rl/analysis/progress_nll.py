@@ -60,10 +60,15 @@ def within_pair_mean(rows: list[dict]) -> float:
     return sum(r["nll"] * r["steps"] for r in odd) / max(1, sum(r["steps"] for r in odd))
 
 
-def pair_choice_nll_max(rows: list[dict]) -> float:
-    """Highest mean NLL over even colour counts from 2 on: the steps that head for the next pair after a
+def pair_choice_nlls(rows: list[dict]) -> list[float]:
+    """Mean NLL at even colour counts from 2 on, in order: the steps that head for the next pair after a
     completed one (on the post-training task, every such transition is one pretraining never shows)."""
-    even = [r["nll"] for r in rows if r["colours_visited"] % 2 == 0 and r["colours_visited"] >= 2]
+    return [r["nll"] for r in rows if r["colours_visited"] % 2 == 0 and r["colours_visited"] >= 2]
+
+
+def pair_choice_nll_max(rows: list[dict]) -> float:
+    """The worst of `pair_choice_nlls`."""
+    even = pair_choice_nlls(rows)
     if not even:
         raise ValueError("pair_choice_nll_max needs rows with an even colours_visited count of 2 or more")
     return max(even)

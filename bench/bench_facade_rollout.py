@@ -32,17 +32,14 @@ def main() -> None:
                     help="parameters, activations and cache of the rollout")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    from internal_rl import MetaController, Transformer
+    from seed_sizes import STATE, build_ours
 
     for batch in args.batch:
         torch.manual_seed(0)
-        model = Transformer(128, action_embed_readout=dict(num_discrete=4), state_embed_readout=dict(num_continuous=96),
-                            lower_body=dict(depth=2), upper_body=dict(depth=2), heads=4, dim_head=32, ff_mult=4.0,
-                            max_len=args.max_len or args.T)
-        mc = MetaController(128, dim_meta_controller=64, dim_latent=32)
+        model, mc = build_ours(max_len=args.max_len or args.T)
         model.to(getattr(torch, args.dtype))
         mc.to(getattr(torch, args.dtype))
-        state = torch.randn(batch, args.T, 96)
+        state = torch.randn(batch, args.T, STATE)
 
         def roll(steps: int) -> float:
             cache, past = None, None

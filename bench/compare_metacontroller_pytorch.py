@@ -37,10 +37,11 @@ import subprocess
 import sys
 import time
 
+from seed_sizes import ACTIONS, DIM, DIM_HEAD, DIM_LATENT, DIM_META, HEADS, STATE, build_ours
+
 OURS_PY = sys.executable  # run this script with the project venv
 THEIRS_PY = "/tmp/mcpt/bin/python"
 IMPLS = ("ours", "ours_compiled", "theirs")  # ours_compiled: the same model after model.compile_rollout()
-DIM, DIM_META, DIM_LATENT, STATE, ACTIONS, HEADS, DIM_HEAD = 128, 64, 32, 96, 4, 4, 32
 SINGLE_THREAD_ENV = {
     "OMP_NUM_THREADS": "1",
     "MKL_NUM_THREADS": "1",
@@ -56,14 +57,7 @@ def _build(impl: str, length: int):
     import torch
 
     if impl.startswith("ours"):
-        from internal_rl import MetaController, Transformer
-
-        # max_len = T: the compiled rollout's cache then never grows (growing compiles again)
-        model = Transformer(DIM, action_embed_readout=dict(num_discrete=ACTIONS),
-                            state_embed_readout=dict(num_continuous=STATE), lower_body=dict(depth=2),
-                            upper_body=dict(depth=2), heads=HEADS, dim_head=DIM_HEAD, ff_mult=4.0,
-                            max_len=max(length, 128))
-        mc = MetaController(DIM, dim_meta_controller=DIM_META, dim_latent=DIM_LATENT)
+        model, mc = build_ours(max_len=max(length, 128))  # the model takes sequences up to max_len
         if impl == "ours_compiled":
             model.compile_rollout(capacity=32)  # the cache doubles 32 -> 64 -> ...: one graph per capacity
 

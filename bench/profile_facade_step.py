@@ -23,17 +23,14 @@ import time
 
 import torch
 import torch.nn.functional as F
+from seed_sizes import ACTIONS, STATE, build_ours
 
 
 def build(batch: int, T: int):
     """The comparison's model, metacontroller and random states."""
-    from internal_rl import MetaController, Transformer
-
     torch.manual_seed(0)
-    model = Transformer(128, action_embed_readout=dict(num_discrete=4), state_embed_readout=dict(num_continuous=96),
-                        lower_body=dict(depth=2), upper_body=dict(depth=2), heads=4, dim_head=32, ff_mult=4.0)
-    mc = MetaController(128, dim_meta_controller=64, dim_latent=32)
-    return model, mc, torch.randn(batch, T, 96)
+    model, mc = build_ours()
+    return model, mc, torch.randn(batch, T, STATE)
 
 
 def rollout(model, mc, state: torch.Tensor, steps: int, sample: bool) -> float:
@@ -50,7 +47,7 @@ def rollout(model, mc, state: torch.Tensor, steps: int, sample: bool) -> float:
                 mc.log_prob(m.action_dist, m.actions)
                 past = torch.distributions.Categorical(logits=logits).sample()
             else:
-                past = fixed.random_(0, 4, generator=gen)
+                past = fixed.random_(0, ACTIONS, generator=gen)
     return 1e3 * (time.perf_counter() - t0) / steps
 
 

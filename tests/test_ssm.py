@@ -91,6 +91,39 @@ def test_hawk_block_step_equals_forward() -> None:
     torch.testing.assert_close(_step_all(block, x), block(x), rtol=0, atol=1e-12)
 
 
+def test_hawk_block_matches_equations() -> None:
+    """Block output from its definition, written out in float64: RMSNorm, tanh-approximate GeLU gate, causal
+    depthwise conv as a loop over taps, RG-LRU, output projection, then the ReLU MLP on a second RMSNorm."""
+    torch.manual_seed(6)
+    block = HawkBlock(8, lru_dim=12, mlp_hidden=16, heads=2, conv_width=3).to(DT)
+    with torch.no_grad():  # non-trivial norm scales, so a mixed-up norm weight would show
+        block.mixer_norm.weight.uniform_(0.5, 1.5)
+        block.mlp_norm.weight.uniform_(0.5, 1.5)
+    x = torch.randn(3, 10, 8, dtype=DT)
+
+    def rms(v: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return v / torch.sqrt((v**2).mean(-1, keepdim=True) + 1e-6) * w
+
+    def lin(layer: torch.nn.Linear, v: torch.Tensor) -> torch.Tensor:
+        return v @ layer.weight.T + layer.bias
+
+    u = rms(x, block.mixer_norm.weight)
+    g = lin(block.gate_proj, u)
+    gate = 0.5 * g * (1 + torch.tanh((2 / torch.pi) ** 0.5 * (g + 0.044715 * g**3)))
+    w_in = lin(block.in_proj, u)
+    conv = torch.zeros_like(w_in)
+    for t in range(x.shape[1]):
+        acc = block.conv_bias.clone()
+        for k in range(3):  # tap k reads u_{t-2+k}; taps before the sequence read zeros
+            if t - 2 + k >= 0:
+                acc = acc + block.conv_weight[:, k] * w_in[:, t - 2 + k]
+        conv[:, t] = acc
+    h = x + lin(block.out_proj, gate * block.rglru(conv))
+    m = rms(h, block.mlp_norm.weight)
+    ref = h + lin(block.mlp[2], torch.relu(lin(block.mlp[0], m)))
+    torch.testing.assert_close(block(x), ref, rtol=1e-10, atol=1e-12)
+
+
 @pytest.mark.parametrize("scan", ["parallel", "loop"])
 def test_hawk_step_equals_forward_and_is_causal(scan: str) -> None:
     torch.manual_seed(4)

@@ -37,7 +37,7 @@ import subprocess
 import sys
 import time
 
-from seed_sizes import ACTIONS, DIM, DIM_HEAD, DIM_LATENT, DIM_META, HEADS, STATE, build_ours
+from seed_sizes import ACTIONS, DEPTH, DIM, DIM_HEAD, DIM_LATENT, DIM_META, HEADS, STATE, build_ours
 
 OURS_PY = sys.executable  # run this script with the project venv
 THEIRS_PY = "/tmp/mcpt/bin/python"
@@ -68,7 +68,7 @@ def _build(impl: str, length: int):
     else:
         from metacontroller import MetaController, Transformer
 
-        block = dict(depth=2, heads=HEADS, attn_dim_head=DIM_HEAD)
+        block = dict(depth=DEPTH, heads=HEADS, attn_dim_head=DIM_HEAD)
         model = Transformer(dim=DIM, action_embed_readout=dict(num_discrete=ACTIONS),
                             state_embed_readout=dict(num_continuous=STATE), lower_body=dict(block),
                             upper_body=dict(block))

@@ -59,7 +59,7 @@ def main() -> None:
     torch.set_num_threads(1)
     from seed_sizes import ACTIONS, STATE, build_ours
 
-    import internal_rl  # noqa: F401  (the package's import, measured alone)
+    from internal_rl import MetaController, Transformer  # noqa: F401  (the package's import, measured alone)
 
     _report("import internal_rl")
     B, T = args.batch, args.T

@@ -114,7 +114,7 @@ def test_hawk_block_matches_equations() -> None:
     conv = torch.zeros_like(w_in)
     for t in range(x.shape[1]):
         acc = block.conv_bias.clone()
-        for k in range(3):  # tap k reads u_{t-2+k}; taps before the sequence read zeros
+        for k in range(3):  # tap k reads (W_in u)_{t-2+k}; taps before the sequence read zeros
             if t - 2 + k >= 0:
                 acc = acc + block.conv_weight[:, k] * w_in[:, t - 2 + k]
         conv[:, t] = acc

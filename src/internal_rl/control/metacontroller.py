@@ -24,6 +24,7 @@ from einops import repeat
 from torch import Tensor, nn
 
 from internal_rl.control.controller import ControlParams, HyperDecoder
+from internal_rl.control.history import gru_sequence
 from internal_rl.control.switching import relax_value, switch_recurrence
 from internal_rl.models.ssm import Hawk, check_padding_mask, linear_scan
 
@@ -309,7 +310,7 @@ class MetaController(nn.Module):
         else:
             e_in = e
 
-        h, _ = self.gru(e_in)  # h_t after e_t, (B, T, n_h)
+        h = gru_sequence(self.gru, e_in)  # h_t after e_t, (B, T, n_h)
         h_prev = F.pad(h[:, :-1], (0, 0, 1, 0))  # h_{t-1}, with h_0 = 0
         s = self.embed(e_in, mask)
         mu, logvar = self.encode(e_in, h_prev, repeat(s, "b n -> b t n", t=length))

@@ -37,6 +37,7 @@ from internal_rl.control.metacontroller import MetaControllerConfig, MetaOutput,
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, prev_actions_of
 from internal_rl.models.ssm import HawkBlockState, check_padding_mask
 from internal_rl.models.transformer import KVCache, grow_kv
+from internal_rl.rl.objective import clipped_surrogate
 from internal_rl.rl.policy import LatentPolicy, PopulationPolicy, gaussian_logp
 
 __all__ = [
@@ -230,10 +231,8 @@ class MetaController(nn.Module):
 
         states (B, T, D): the stored ``input_residual_stream``; old_log_probs (B, T); latent_actions
         (B, T, n_z): the z in use; advantages (B,) per episode or (B, T) per step; switch_betas (B, T);
-        mask (B, T) bool valid steps. The ratio is of the joint Gaussian density (rl/ppo.py).
+        mask (B, T) bool valid steps. The ratio is of the joint Gaussian density (rl/objective.py).
         """
-        from internal_rl.rl.ppo import clipped_surrogate  # lazy: rl.ppo imports the environments
-
         B, T, _ = self._check_rl_inputs(states, latent_actions, switch_betas, mask)
         if old_log_probs.shape != (B, T):
             raise ValueError(f"old_log_probs must be (B, T) = ({B}, {T}), got {tuple(old_log_probs.shape)}")

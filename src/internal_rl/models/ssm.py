@@ -50,11 +50,46 @@ def check_padding_mask(mask: Tensor | None, batch: int, length: int) -> Tensor |
     return mask
 
 
+def _prefix_scan(a: Tensor, b: Tensor) -> Tensor:
+    """Hillis-Steele prefix scan of h_t = a_t h_{t-1} + b_t (h_0 = 0) along dim 1: log2 T vectorised steps."""
+    # After the step with offset k, (a_t, b_t) summarises the recurrence over steps t-2k+1..t.
+    # Shifting with zero padding (b) / one padding (a) leaves t < k unchanged without slicing + cat.
+    length, k = a.shape[1], 1
+    while k < length:
+        b = b + a * F.pad(b[:, :-k], (0, 0, k, 0))
+        if 2 * k < length:
+            a = a * F.pad(a[:, :-k], (0, 0, k, 0), value=1.0)
+        k *= 2
+    return b
+
+
+class _LinearScan(torch.autograd.Function):
+    """The prefix scan with its adjoint as backward: ∂L/∂b_t = g_t + a_{t+1} ∂L/∂b_{t+1} is the same scan
+    run backwards in time, and ∂L/∂a_t = ∂L/∂b_t · h_{t-1}. Autograd through the log2 T steps would record
+    about ten ops per step and keep every step's tensors; this keeps a and h."""
+
+    @staticmethod
+    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+        h = _prefix_scan(a, b)
+        ctx.save_for_backward(a, h)
+        return h
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor]:
+        a, h = ctx.saved_tensors
+        a_next = F.pad(a[:, 1:], (0, 0, 0, 1))  # a_{t+1}, 0 after the last step
+        g_b = _prefix_scan(a_next.flip(1), g.flip(1)).flip(1)
+        g_a = g_b * F.pad(h[:, :-1], (0, 0, 1, 0))  # h_{t-1}, h_0 = 0 (an h0 is folded into b_1)
+        return g_a, g_b
+
+
 def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, method: str = "parallel") -> Tensor:
     """All states of the linear recurrence h_t = a_t * h_{t-1} + b_t along dim 1 of (B, T, C) inputs.
 
     ``method="parallel"`` is a Hillis-Steele prefix scan (log2 T vectorised steps, numerically
-    stable, no division); ``"loop"`` is the plain python loop over T. Both give the same values.
+    stable, no division) whose backward is the same scan in reverse time; ``"loop"`` is the plain python
+    loop over T. Both give the same values and gradients.
     """
     if a.shape != b.shape or a.dim() != 3:
         raise ValueError(f"a and b must both be (B, T, C), got {tuple(a.shape)} and {tuple(b.shape)}")
@@ -70,15 +105,9 @@ def linear_scan(a: Tensor, b: Tensor, h0: Tensor | None = None, method: str = "p
         return torch.stack(out, dim=1)
     if method != "parallel":
         raise ValueError(f"method must be 'parallel' or 'loop', got {method!r}")
-    # After the step with offset k, (a_t, b_t) summarises the recurrence over steps t-2k+1..t.
-    # Shifting with zero padding (b) / one padding (a) leaves t < k unchanged without slicing + cat.
-    k = 1
-    while k < length:
-        b = b + a * F.pad(b[:, :-k], (0, 0, k, 0))
-        if 2 * k < length:
-            a = a * F.pad(a[:, :-k], (0, 0, k, 0), value=1.0)
-        k *= 2
-    return b
+    if torch.is_grad_enabled() and (a.requires_grad or b.requires_grad):
+        return _LinearScan.apply(a, b)
+    return _prefix_scan(a, b)
 
 
 class BlockDiagonalLinear(nn.Module):
@@ -282,15 +311,15 @@ class Hawk(nn.Module):
         for block in self.blocks:
             y = block(y)
         if self.bidirectional:
-            lengths = (
-                mask.sum(dim=1)
-                if mask is not None
-                else torch.full((x.shape[0],), x.shape[1], device=x.device)
-            )
-            yb = _reverse_valid(x, lengths)
+            if mask is None:  # every row is whole: plain time reversal
+                reverse = lambda v: v.flip(1)  # noqa: E731
+            else:
+                lengths = mask.sum(dim=1)
+                reverse = lambda v: _reverse_valid(v, lengths)  # noqa: E731
+            yb = reverse(x)
             for block in self.backward_blocks:
                 yb = block(yb)
-            y = self.combine(torch.cat([y, _reverse_valid(yb, lengths)], dim=-1))
+            y = self.combine(torch.cat([y, reverse(yb)], dim=-1))
         y = self.norm(y)
         if mask is not None:
             y = torch.where(mask[:, :, None], y, torch.zeros((), dtype=y.dtype, device=y.device))

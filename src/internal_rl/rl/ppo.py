@@ -3,7 +3,8 @@
     A_τ = (R(τ) − mean_batch R) / (std_batch R + δ),   shared by every decision of episode τ
     L = −mean_decisions min(ρ A, clip(ρ, 1−ε, 1+ε) A),   ρ = π_new(z|·) / π_old(z|·)  (joint density)
 
-Rollout collection for the two kinds of decision-maker lives here too: the latent policy acting
+The two formulas live in rl/objective.py (no environment imports, so the seed API's ``policy_loss``
+loads them alone). Rollout collection for the two kinds of decision-maker lives here: the latent policy acting
 through the option-level core (internal RL, β≡1 ablation, co-trained) and the base model acting on
 primitive actions (the raw-action baseline).
 """
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from internal_rl.envs.pinpad import BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
+from internal_rl.rl.objective import clipped_surrogate, episode_advantages
 from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy, gaussian_logp
 
@@ -49,25 +51,6 @@ def _outcomes(env: BatchedPinPad) -> tuple[Tensor | None, ...]:
     only where the env tracks them: gridworld-pinpad does, BabyAI does not)."""
     fields = (env.success, env.step_count, getattr(env, "progress", None), getattr(env, "wrong_colour", None))
     return tuple(None if x is None else torch.from_numpy(np.array(x)) for x in fields)
-
-
-def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1) -> Tensor:
-    """Batch-normalised episode returns (paper: δ ≈ 1e-3); with group_size G > 1, each run of G consecutive
-    episodes (a GRPO group: one layout) is normalised by its own mean and std instead."""
-    if group_size < 1 or returns.numel() % group_size:
-        raise ValueError(f"group_size must be a positive divisor of the {returns.numel()} episodes, got {group_size}")
-    groups = returns.reshape(-1, group_size) if group_size > 1 else returns.reshape(1, -1)
-    mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
-    return ((groups - mean) / (std + delta)).reshape(returns.shape)
-
-
-def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:
-    """PPO clipped objective (negated, mean over valid decisions); adv (B,) broadcast over decisions."""
-    ratio = torch.exp(logp - old_logp)
-    a = adv[:, None]
-    obj = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
-    m = mask.to(obj.dtype)
-    return -(obj * m).sum() / m.sum().clamp(min=1)
 
 
 @torch.no_grad()

@@ -1,0 +1,34 @@
+"""The objective of the paper's critic-free PPO (App. D.3), free of environments and rollouts.
+
+    A_τ = (R(τ) − mean_batch R) / (std_batch R + δ),   shared by every decision of episode τ
+    L = −mean_decisions min(ρ A, clip(ρ, 1−ε, 1+ε) A),   ρ = π_new(z|·) / π_old(z|·)  (joint density)
+
+rl/ppo.py trains with it; the seed API's ``MetaController.policy_loss`` uses it without importing the
+environments that rl/ppo.py collects rollouts from.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["clipped_surrogate", "episode_advantages"]
+
+
+def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1) -> Tensor:
+    """Batch-normalised episode returns (paper: δ ≈ 1e-3); with group_size G > 1, each run of G consecutive
+    episodes (a GRPO group: one layout) is normalised by its own mean and std instead."""
+    if group_size < 1 or returns.numel() % group_size:
+        raise ValueError(f"group_size must be a positive divisor of the {returns.numel()} episodes, got {group_size}")
+    groups = returns.reshape(-1, group_size) if group_size > 1 else returns.reshape(1, -1)
+    mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
+    return ((groups - mean) / (std + delta)).reshape(returns.shape)
+
+
+def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:
+    """PPO clipped objective (negated, mean over valid decisions); adv (B,) broadcast over decisions."""
+    ratio = torch.exp(logp - old_logp)
+    a = adv[:, None]
+    obj = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
+    m = mask.to(obj.dtype)
+    return -(obj * m).sum() / m.sum().clamp(min=1)

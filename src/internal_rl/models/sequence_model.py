@@ -16,7 +16,6 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from internal_rl.models.encoders import make_encoder
@@ -270,6 +269,8 @@ class SequenceModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "config.json").write_text(json.dumps({"model": asdict(self.config)}, indent=2))
+        from safetensors.torch import save_file  # lazy: its native library is loaded only to save or load
+
         save_file({k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}, folder / "model.safetensors")
 
     @classmethod
@@ -282,6 +283,8 @@ class SequenceModel(nn.Module):
                 raise FileNotFoundError(f"{p} not found: is {folder} a model folder?")
         cfg = json.loads(cfg_path.read_text())
         model = cls(SequenceModelConfig(**cfg["model"]))
+        from safetensors.torch import load_file
+
         model.load_state_dict(load_file(w_path, device=map_location))
         return model
 

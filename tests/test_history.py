@@ -74,3 +74,15 @@ def test_bad_input_raises():
         gru_sequence(nn.GRU(6, 5, num_layers=2, batch_first=True), torch.randn(2, 3, 6))
     with pytest.raises(ValueError, match="batch-first"):
         gru_sequence(nn.GRU(6, 5), torch.randn(2, 3, 6))
+
+
+def test_gradient_for_the_input_alone_with_frozen_weights():
+    """A frozen GRU (no weight needs a gradient) still passes the exact gradient to its input."""
+    gru = _gru(4).requires_grad_(False)
+    x = torch.randn(2, 9, 6, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(2, 9, 5, dtype=torch.float64)
+    ours = gru_sequence(gru, x)
+    assert "GRUSequence" in ours.grad_fn.name()
+    (g_ours,) = torch.autograd.grad((w * ours).sum(), x)
+    (g_ref,) = torch.autograd.grad((w * reference(x, *gru.parameters())).sum(), x)
+    torch.testing.assert_close(g_ours, g_ref, rtol=1e-10, atol=1e-12)

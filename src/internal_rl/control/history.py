@@ -37,6 +37,7 @@ class _GRUSequence(torch.autograd.Function):
         return h
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, g_out: Tensor):
         x, w_ih, w_hh, b_ih, b_hh, h = ctx.saved_tensors
         n_h = h.shape[-1]
@@ -64,10 +65,13 @@ class _GRUSequence(torch.autograd.Function):
         g = torch.stack(gs[::-1], dim=1)  # (B, T, H)
         g3 = g.repeat(1, 1, 3)
         d_gi, d_gh = g3 * p, g3 * q
-        g_x = F.linear(d_gi, w_ih.t()) if ctx.needs_input_grad[0] else None
-        g_w_ih = torch.einsum("btg,btd->gd", d_gi, x)
-        g_w_hh = torch.einsum("btg,bth->gh", d_gh, h_prev)
-        return g_x, g_w_ih, g_w_hh, d_gi.sum(dim=(0, 1)), d_gh.sum(dim=(0, 1)), None
+        need = ctx.needs_input_grad
+        g_x = F.linear(d_gi, w_ih.t()) if need[0] else None
+        g_w_ih = torch.einsum("btg,btd->gd", d_gi, x) if need[1] else None
+        g_w_hh = torch.einsum("btg,bth->gh", d_gh, h_prev) if need[2] else None
+        g_b_ih = d_gi.sum(dim=(0, 1)) if need[3] else None
+        g_b_hh = d_gh.sum(dim=(0, 1)) if need[4] else None
+        return g_x, g_w_ih, g_w_hh, g_b_ih, g_b_hh, None
 
 
 def gru_sequence(gru: nn.GRU, x: Tensor) -> Tensor:

@@ -76,10 +76,12 @@ class _LinearScan(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, g: Tensor) -> tuple[Tensor, Tensor]:
+    def backward(ctx, g: Tensor) -> tuple[Tensor | None, Tensor]:
         a, h = ctx.saved_tensors
         a_next = F.pad(a[:, 1:], (0, 0, 0, 1))  # a_{t+1}, 0 after the last step
         g_b = _prefix_scan(a_next.flip(1), g.flip(1)).flip(1)
+        if not ctx.needs_input_grad[0]:
+            return None, g_b
         g_a = g_b * F.pad(h[:, :-1], (0, 0, 1, 0))  # h_{t-1}, h_0 = 0 (an h0 is folded into b_1)
         return g_a, g_b
 

@@ -68,11 +68,16 @@ class _LinearScan(torch.autograd.Function):
     run backwards in time, and ∂L/∂a_t = ∂L/∂b_t · h_{t-1}. Autograd through the log2 T steps would record
     about ten ops per step and keep every step's tensors; this keeps a and h."""
 
+    generate_vmap_rule = True  # e.g. under rl.policy.PopulationPolicy's vmap with gradients on
+
     @staticmethod
-    def forward(ctx, a: Tensor, b: Tensor) -> Tensor:
+    def forward(a: Tensor, b: Tensor) -> Tensor:
         h = _prefix_scan(a, b)
-        ctx.save_for_backward(a, h)
-        return h
+        return h.clone() if h is b else h  # T = 1 returns b itself, which autograd cannot save as the output
+
+    @staticmethod
+    def setup_context(ctx, inputs: tuple[Tensor, Tensor], output: Tensor) -> None:
+        ctx.save_for_backward(inputs[0], output)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

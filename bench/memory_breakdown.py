@@ -4,7 +4,7 @@ bench/compare_metacontroller_pytorch.py reports one number per configuration, th
 This script runs the same sizes (dim 128, depth 2 + 2, dim_meta_controller 64, dim_latent 32, state 96,
 4 actions, one thread) in one process and prints, after each phase (import torch, import internal_rl,
 building the model and metacontroller, a no-grad forward, a forward with grad, the discovery forward and
-backward, a cached rollout):
+backward, a cached rollout that records what the comparison records, ``policy_loss`` forward and backward):
 
 - the peak RSS so far (ru_maxrss, what the comparison reports);
 - the RSS now and its anonymous part (heap, Python objects, tensors) from /proc/self/smaps_rollup; the
@@ -75,12 +75,17 @@ def main() -> None:
     _report("discovery forward")
     loss.backward()
     _report("discovery backward")
-    cache, past = None, None
+    cache, past, recs = None, None, []
     with torch.no_grad():
         for t in range(T):
             logits, cache = model(state[:, t:t + 1], past, meta_controller=mc, return_cache=True, cache=cache)
+            m = cache.prev_hiddens.meta_controller
+            recs.append((m.input_residual_stream, mc.log_prob(m.action_dist, m.actions), m.actions, m.switch_beta))
             past = torch.distributions.Categorical(logits=logits).sample()
     _report(f"cached rollout of {T} steps")
+    states, old, z, betas = (torch.stack([r[i] for r in recs], 1) for i in range(4))
+    mc.policy_loss(states, old, z, torch.randn(B), betas).backward()
+    _report("policy_loss forward and backward")
 
 
 if __name__ == "__main__":

@@ -9,9 +9,9 @@ With PyTorch's GRU convention (gates r, u, n; weights stacked in that order):
 Under autograd ``nn.GRU`` records about a dozen graph nodes per step, and at discovery's small batches
 their bookkeeping costs more than the arithmetic. Here the forward runs the GRU without a graph (torch's
 own kernel) and the backward recomputes every gate for all t at once from the saved h (two matrix
-products), so the only sequential part left is ∂L/∂h_t = ∂L/∂h_t|direct + ∂L/∂h_{t+1} ∂h_{t+1}/∂h_t, four small
-ops per step. tests/test_history.py checks values and
-gradients against ``nn.GRU`` in float64.
+products), so the only sequential part left is ∂L/∂h_t = ∂L/∂h_t|direct + ∂L/∂h_{t+1} ∂h_{t+1}/∂h_t,
+four small ops per step. tests/test_history.py checks values and gradients against these equations written
+as a loop and against ``nn.GRU``, in float64.
 """
 
 from __future__ import annotations

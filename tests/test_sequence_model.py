@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, freeze, prev_actions_of
-from internal_rl.models.transformer import relative_position_bucket
+from internal_rl.models.transformer import KV_INITIAL_CAPACITY, relative_position_bucket
 
 
 def tiny(**kw) -> SequenceModel:
@@ -263,3 +263,28 @@ def test_attention_window_example_writes_a_windowed_copy(tmp_path):
     assert run.returncode == 0, run.stderr
     upper = SequenceModel.from_pretrained(tmp_path / "w4_upper")
     assert [b.attn.window for b in upper.blocks] == [0, 0, 4, 4]
+
+
+def test_kv_cache_grows_by_doubling_keeps_empty_slots_zero_and_compacts():
+    """The cache starts small and doubles up to max_len (stepping stays exact across each growth), every
+    slot past a layer's length holds zeros (one-position steps read the whole buffer, masked), dropping
+    rows keeps the survivors' next steps exact, and adding past max_len raises."""
+    m = tiny(max_len=40).eval()
+    B, T = 3, 40
+    obs = grid_obs(B, T, seed=3)
+    full = m(obs).action_logits
+    cache = m.new_cache(B)
+    assert cache.k[0].shape[2] == KV_INITIAL_CAPACITY
+    capacities = []
+    for t in range(T):
+        if t == 20:  # drop row 1, as the option-level environment does with finished episodes
+            cache = cache.index_select(torch.tensor([0, 2]))
+        rows = [0, 1, 2] if t < 20 else [0, 2]
+        out = m.step(obs[rows, t], cache)
+        torch.testing.assert_close(out.action_logits, full[rows, t], atol=1e-10, rtol=1e-9)
+        capacities.append(cache.k[0].shape[2])
+        for buf in cache.k + cache.v:
+            assert not buf[:, :, t + 1:].any()  # empty slots are zeros
+    assert sorted(set(capacities)) == [16, 32, 40]
+    with pytest.raises(ValueError, match="KV cache holds 40 steps"):
+        m.step(obs[[0, 2], 0], cache)

@@ -41,51 +41,81 @@ def relative_position_bucket(distance: Tensor, num_buckets: int = 32, max_distan
     return torch.where(is_small, distance, large)
 
 
+KV_INITIAL_CAPACITY = 16
+"""Positions a new KVCache holds per layer before it first doubles."""
+
+
 @dataclass
 class KVCache:
-    """Keys and values of every layer for one-step inference; preallocated to `max_len` steps.
+    """Keys and values of every layer for one-step inference, (B, H, capacity, head_dim) per layer.
 
     `length[l]` is how many positions layer l has cached, so the lower and upper parts of the
-    network can be advanced separately (the option-level environment needs that).
+    network can be advanced separately (the option-level environment needs that). Buffers start at
+    ``KV_INITIAL_CAPACITY`` positions and double when full, up to `max_len`; every position at or beyond
+    `length[l]` holds zeros. A one-position step then attends over the whole buffer with the empty slots
+    masked: a contiguous read, several times faster at large batches than reading a slice of a larger
+    buffer (whose strided batched products go one small matrix at a time), and at most twice the filled
+    positions.
     """
 
     k: list[Tensor]
     v: list[Tensor]
     length: list[int]
+    max_len: int | None = None
+    """Most positions a layer may hold (None: no limit)."""
 
     @classmethod
     def empty(cls, depth: int, batch: int, heads: int, head_dim: int, max_len: int, device, dtype) -> KVCache:
-        """Uninitialised buffers: positions at or beyond `length[l]` are never read, and untouched memory
-        costs nothing (a zeroed 1024-episode cache is 0.4 GB of page faults per rollout)."""
-        shape = (batch, heads, max_len, head_dim)
+        """An empty cache for up to `max_len` positions per layer (allocated as they are added)."""
+        shape = (batch, heads, min(max_len, KV_INITIAL_CAPACITY), head_dim)
         return cls(
-            k=[torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)],
-            v=[torch.empty(shape, device=device, dtype=dtype) for _ in range(depth)],
+            k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],
+            v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],
             length=[0] * depth,
+            max_len=max_len,
         )
+
+    def reserve(self, layer: int, need: int) -> None:
+        """Make `layer`'s buffers hold at least `need` positions: double the capacity (capped at max_len),
+        copying the filled positions; raise if `need` exceeds both the capacity and max_len."""
+        cap = self.k[layer].shape[2]
+        if need <= cap:
+            return
+        if self.max_len is not None and need > self.max_len:
+            raise ValueError(f"KV cache holds {self.max_len} steps; cannot add {need}")
+        new_cap = cap
+        while new_cap < need:
+            new_cap *= 2
+        if self.max_len is not None:
+            new_cap = min(new_cap, self.max_len)
+        n = self.length[layer]
+        for buf in (self.k, self.v):
+            old = buf[layer]
+            grown = old.new_zeros(old.shape[0], old.shape[1], new_cap, old.shape[3])
+            grown[:, :, :n] = old[:, :, :n]
+            buf[layer] = grown
 
     def index_select(self, idx: Tensor) -> KVCache:
         """Keep only the batch rows in `idx` (e.g. to drop finished episodes); copies the filled positions only."""
         def keep(buf: Tensor, n: int) -> Tensor:
-            out = buf.new_empty((len(idx),) + buf.shape[1:])
+            out = buf.new_zeros((len(idx),) + buf.shape[1:])
             out[:, :, :n] = buf[:, :, :n].index_select(0, idx)
             return out
 
         return KVCache([keep(k, n) for k, n in zip(self.k, self.length)],
-                       [keep(v, n) for v, n in zip(self.v, self.length)], list(self.length))
+                       [keep(v, n) for v, n in zip(self.v, self.length)], list(self.length), self.max_len)
 
 
 def grow_kv(k: list[Tensor], v: list[Tensor], need: int) -> None:
     """Double the capacity of per-layer key/value buffers (B, H, C, head_dim), in place in the lists, until
-    they hold `need` positions; the old positions are copied, the new ones start at zero."""
-    cap = k[0].shape[2]
-    if need <= cap:
-        return
-    new_cap = cap
-    while new_cap < need:
-        new_cap *= 2
+    each holds `need` positions; the old positions are copied, the new ones start at zero."""
     for buf in (k, v):
         for i, old in enumerate(buf):
+            cap = new_cap = old.shape[2]
+            if need <= cap:
+                continue
+            while new_cap < need:
+                new_cap *= 2
             grown = old.new_zeros(old.shape[0], old.shape[1], new_cap, old.shape[3])
             grown[:, :, :cap] = old
             buf[i] = grown
@@ -134,8 +164,7 @@ class Attention(nn.Module):
         start = 0
         if cache is not None:
             start = cache.length[layer]
-            if start + T > cache.k[layer].shape[2]:
-                raise ValueError(f"KV cache holds {cache.k[layer].shape[2]} steps; cannot add {start + T}")
+            cache.reserve(layer, start + T)
             cache.k[layer][:, :, start : start + T] = k
             cache.v[layer][:, :, start : start + T] = v
             cache.length[layer] = start + T
@@ -151,26 +180,30 @@ class Attention(nn.Module):
         """One new position against the cache (the rollout hot path): the same attention as `forward`,
         written as a few plain matmuls because the fused kernel falls back to a slow path for a single
         query with an additive bias (about 80 µs per call on one CPU thread; a block step at batch 2 went
-        from 256 to 200 µs with this path)."""
+        from 256 to 200 µs with this path). It reads the layer's whole buffer, the empty (zero) slots and any
+        outside the window masked, because a contiguous batched product is far faster than one over a slice.
+        """
         B, H, D = x.shape[0], self.n_heads, self.head_dim
         start = cache.length[layer]
-        if start + 1 > cache.k[layer].shape[2]:
-            raise ValueError(f"KV cache holds {cache.k[layer].shape[2]} steps; cannot add {start + 1}")
+        cache.reserve(layer, start + 1)
         q, k, v = self.qkv(x[:, 0]).view(B, 3, H, D).unbind(1)  # each (B, H, D)
-        cache.k[layer][:, :, start] = k
-        cache.v[layer][:, :, start] = v
+        keys, values = cache.k[layer], cache.v[layer]  # (B, H, C, D), zeros from position n on
+        keys[:, :, start] = k
+        values[:, :, start] = v
         cache.length[layer] = n = start + 1
         first = max(0, n - self.window) if self.window else 0  # oldest key in view
-        keys, values = cache.k[layer][:, :, first:n], cache.v[layer][:, :, first:n]  # (B, H, n − first, D)
         if self._buckets.numel() < n or self._buckets.device != x.device:
             self._buckets = relative_position_bucket(torch.arange(max(n, 256), device=x.device), self.num_buckets,
                                                      self.max_distance)
         # key j sits at distance start − j: the bucket table read backwards
         dist_buckets = self._buckets[: n - first].flip(0)
-        bias = F.embedding(dist_buckets, self.rel_bias.weight).to(q.dtype).t()  # (H, n)
-        # q as a row times Kᵀ: MKL's path for a (1, D)·(D, n) product is several times faster than K·q
+        bias = F.embedding(dist_buckets, self.rel_bias.weight).to(q.dtype).t()  # (H, n − first)
+        capacity = keys.shape[2]
+        if first > 0 or n < capacity:  # mask the slots before the window and the empty ones
+            bias = F.pad(bias, (first, capacity - n), value=float("-inf"))
+        # q as a row times Kᵀ: MKL's path for a (1, D)·(D, C) product is several times faster than K·q
         scores = torch.matmul((q * self.head_dim**-0.5).unsqueeze(2), keys.transpose(-1, -2)) + bias[:, None]
-        attn = torch.softmax(scores, dim=-1)  # (B, H, 1, n)
+        attn = torch.softmax(scores, dim=-1)  # (B, H, 1, C)
         y = torch.matmul(attn, values)  # (B, H, 1, D)
         return self.out(y.reshape(B, 1, H * D))
 

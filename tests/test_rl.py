@@ -8,6 +8,7 @@ from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig
 from internal_rl.rl.option_env import OptionCore, OptionEnv
 from internal_rl.rl.policy import LatentPolicy, gaussian_logp
 from internal_rl.rl.ppo import (
+    Rollouts,
     clipped_surrogate,
     collect_latent,
     collect_raw,
@@ -312,3 +313,27 @@ def test_option_core_at_temperature_zero_takes_the_controlled_argmax():
     assert not torch.equal(a1, g1)  # sampling at τ = 1 leaves the argmax now and then
     with pytest.raises(ValueError, match="temperature"):
         OptionCore(model, mc, layer=1, num_envs=2, action_temperature=-1.0)
+
+
+def test_latent_logp_groups_by_length_and_matches_one_padded_pass():
+    """Episodes are run in length groups trimmed to their own longest: the same log-probabilities and
+    gradients as one pass over the whole padded batch (float64), and 0 at padded slots."""
+    torch.manual_seed(3)
+    pol = LatentPolicy(32, 4, width=16).double()
+    lengths = torch.tensor([1, 7, 2, 3, 1, 5, 16, 4, 9])
+    B, K = len(lengths), int(lengths.max())
+    mask = torch.arange(K)[None] < lengths[:, None]
+    ro = Rollouts(inputs=torch.randn(B, K, 32, dtype=torch.float64), actions=torch.randn(B, K, 4, dtype=torch.float64),
+                  old_logp=torch.zeros(B, K, dtype=torch.float64), mask=mask, returns=torch.zeros(B),
+                  success=torch.zeros(B, dtype=torch.bool), env_steps=torch.zeros(B, dtype=torch.long))
+    idx = torch.tensor([6, 0, 3, 1, 8, 5])  # a minibatch, in shuffled order
+    ours = latent_logp(pol, ro, idx)
+    mean, logstd = pol(ro.inputs[idx], ro.mask[idx])
+    ref = gaussian_logp(ro.actions[idx], mean, logstd)
+    m = ro.mask[idx]
+    torch.testing.assert_close(ours[m], ref[m], rtol=1e-12, atol=1e-12)
+    assert not ours[~m].any()
+    g_ours = torch.autograd.grad(ours[m].sum(), list(pol.parameters()))
+    g_ref = torch.autograd.grad(ref[m].sum(), list(pol.parameters()))
+    for a, b in zip(g_ours, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -95,9 +95,26 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
 
 
 def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor) -> Tensor:
-    """log π(z|·) of stored decisions, recomputed in one parallel pass (B, K)."""
-    mean, logstd = policy(ro.inputs[idx], ro.mask[idx])
-    return gaussian_logp(ro.actions[idx], mean, logstd)
+    """log π(z|·) of stored decisions (B, K), recomputed in parallel over each episode's decisions; 0 at padding.
+
+    Decision slots are padded to the batch's longest episode (often three to five times the mean), and the
+    policy is causal, so episodes are grouped by length (up to 1, 2, 4, 8, ... decisions) and each group runs
+    trimmed to its own longest: the same log-probabilities, without the padding's matrix products.
+    """
+    mask = ro.mask[idx]
+    lengths = mask.sum(dim=1)
+    out = torch.zeros(mask.shape, dtype=ro.inputs.dtype, device=mask.device)
+    lo = 0
+    while lo < int(lengths.max()):
+        hi = max(1, 2 * lo)
+        rows = ((lengths > lo) & (lengths <= hi)).nonzero()[:, 0]
+        if len(rows):
+            k = int(lengths[rows].max())
+            sel = idx[rows]
+            mean, logstd = policy(ro.inputs[sel, :k], ro.mask[sel, :k])
+            out[rows, :k] = gaussian_logp(ro.actions[sel, :k], mean, logstd)
+        lo = hi
+    return torch.where(mask, out, torch.zeros((), dtype=out.dtype, device=out.device))
 
 
 @torch.no_grad()

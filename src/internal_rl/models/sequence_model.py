@@ -198,6 +198,8 @@ class SequenceModel(nn.Module):
 
     # ----------------------------------------------------------------------------------- step by step
     def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
+        """An empty KV cache for `batch` sequences of up to `max_len` steps (default: the model's max_len);
+        its buffers grow as steps are added (see KVCache)."""
         c = self.config
         p = next(self.parameters())
         return KVCache.empty(c.depth, batch, c.n_heads, c.head_dim, max_len or c.max_len, p.device, p.dtype)

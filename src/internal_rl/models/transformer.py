@@ -76,24 +76,14 @@ class KVCache:
         )
 
     def reserve(self, layer: int, need: int) -> None:
-        """Make `layer`'s buffers hold at least `need` positions: double the capacity (capped at max_len),
-        copying the filled positions; raise if `need` exceeds both the capacity and max_len."""
-        cap = self.k[layer].shape[2]
-        if need <= cap:
+        """Make `layer`'s buffers hold at least `need` positions (doubling, capped at max_len); raise if `need`
+        exceeds both the capacity and max_len."""
+        if need <= self.k[layer].shape[2]:
             return
         if self.max_len is not None and need > self.max_len:
             raise ValueError(f"KV cache holds {self.max_len} steps; cannot add {need}")
-        new_cap = cap
-        while new_cap < need:
-            new_cap *= 2
-        if self.max_len is not None:
-            new_cap = min(new_cap, self.max_len)
-        n = self.length[layer]
-        for buf in (self.k, self.v):
-            old = buf[layer]
-            grown = old.new_zeros(old.shape[0], old.shape[1], new_cap, old.shape[3])
-            grown[:, :, :n] = old[:, :, :n]
-            buf[layer] = grown
+        self.k[layer] = _doubled(self.k[layer], need, self.max_len)
+        self.v[layer] = _doubled(self.v[layer], need, self.max_len)
 
     def index_select(self, idx: Tensor) -> KVCache:
         """Keep only the batch rows in `idx` (e.g. to drop finished episodes); copies the filled positions only."""
@@ -106,19 +96,26 @@ class KVCache:
                        [keep(v, n) for v, n in zip(self.v, self.length)], list(self.length), self.max_len)
 
 
+def _doubled(old: Tensor, need: int, limit: int | None = None) -> Tensor:
+    """A (B, H, C', head_dim) copy of `old` whose capacity C' doubles C until it holds `need` positions (capped
+    at `limit`); new slots are zeros."""
+    cap = new_cap = old.shape[2]
+    while new_cap < need:
+        new_cap *= 2
+    if limit is not None:
+        new_cap = max(cap, min(new_cap, limit))
+    grown = old.new_zeros(old.shape[0], old.shape[1], new_cap, old.shape[3])
+    grown[:, :, :cap] = old
+    return grown
+
+
 def grow_kv(k: list[Tensor], v: list[Tensor], need: int) -> None:
     """Double the capacity of per-layer key/value buffers (B, H, C, head_dim), in place in the lists, until
     each holds `need` positions; the old positions are copied, the new ones start at zero."""
     for buf in (k, v):
         for i, old in enumerate(buf):
-            cap = new_cap = old.shape[2]
-            if need <= cap:
-                continue
-            while new_cap < need:
-                new_cap *= 2
-            grown = old.new_zeros(old.shape[0], old.shape[1], new_cap, old.shape[3])
-            grown[:, :, :cap] = old
-            buf[i] = grown
+            if need > old.shape[2]:
+                buf[i] = _doubled(old, need)
 
 
 class Attention(nn.Module):

@@ -300,11 +300,22 @@ def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
     res = run_rl(cfg)  # trained at τ = 0, so its own evaluation is the τ = 0 one, on the same episodes
     assert res["final_success_at_temperature"]["0.0"] == res["final_success"]
     assert set(res["final_success_at_temperature"]) == {"0.0", "1.0"}
+    assert res["beta_threshold"] == 0.5  # the metacontroller's own: the paper's
+    cfg.beta_threshold, cfg.out = 0.8, str(tmp_path / "rl_thr")
+    assert run_rl(cfg)["beta_threshold"] == 0.8
+    for bad in (1.0, -0.2):
+        cfg.beta_threshold = bad
+        with pytest.raises(ValueError, match="beta_threshold must be in"):
+            run_rl(cfg)
+    cfg.beta_threshold = 0.0
     cfg.method = "raw"
     with pytest.raises(ValueError, match="action_temperature applies to z-space methods"):
         run_rl(cfg)
     cfg.action_temperature = 1.0
     with pytest.raises(ValueError, match="also_temperatures applies to z-space methods"):
+        run_rl(cfg)
+    cfg.also_temperatures, cfg.beta_threshold = [], 0.7
+    with pytest.raises(ValueError, match="beta_threshold applies to z-space methods"):
         run_rl(cfg)
 
 

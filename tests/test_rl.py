@@ -143,10 +143,14 @@ def test_option_core_oracle_switch_decides_at_subgoal_changes():
         OptionCore(model, mc, layer=1, num_envs=2, env=type("E", (), {"num_envs": 2})(), oracle_switch=True)
 
 
-def test_option_core_matches_manual_primitive_loop():
-    """The engine's β and e equal a hand-written Alg. 1 loop with the same sampled actions."""
+@pytest.mark.parametrize("threshold", [None, 0.3, 0.8])
+def test_option_core_matches_manual_primitive_loop(threshold):
+    """The engine's β and e equal a hand-written Alg. 1 loop with the same sampled actions, and a decision is
+    asked for where β ≥ the threshold (None: the metacontroller's, 0.5; this one's β sits near 0.38)."""
     model, mc = tiny_model(), tiny_mc()
-    core = OptionCore(model, mc, layer=1, num_envs=2, task=POST_TRAINING_TASK, seed=11)
+    core = OptionCore(model, mc, layer=1, num_envs=2, task=POST_TRAINING_TASK, seed=11, beta_threshold=threshold)
+    thr = 0.5 if threshold is None else threshold
+    fired = []
     e = core.reset(seed=11)
     z = torch.randn(2, 4)
     env = BatchedPinPad(2, seed=11)
@@ -169,8 +173,10 @@ def test_option_core_matches_manual_primitive_loop():
             e_ref = model.lower_step(torch.from_numpy(obs), cache, a, 1)
             beta = mc.switch(e_ref, h, z)
         torch.testing.assert_close(core.e, e_ref)
-        assert torch.equal(need, beta >= 0.5)
+        assert torch.equal(need, beta >= thr)
+        fired.append(bool(need.any()))
         prev = a
+    assert any(fired) == (thr < 0.38)
 
 
 def test_option_env_gymnasium_api():

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from internal_rl.analysis.segmentation import segmentation_metrics
+from internal_rl.analysis.segmentation import beta_histogram, segmentation_by_threshold, segmentation_metrics
 
 
 def max_matching(sw, bd, tol):
@@ -95,3 +95,35 @@ def test_nll_by_colours_visited_counts_every_step_once():
     assert [r["colours_visited"] for r in rows] == [0, 1, 2, 3, 4, 5]
     assert sum(r["steps"] for r in rows) == int(data.lengths.sum())
     assert all(r["nll"] > 0 for r in rows)
+
+
+def test_segmentation_by_threshold_separates_bumps_from_boundaries():
+    """β near 1 at the true boundaries and bumps of 0.55 inside subgoals: the paper's cut (0.5) counts the
+    bumps as switches, 0.6 and up do not, 0.97 misses the boundary at 0.95; each row matches the loop."""
+    g = np.array([[0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1], [3, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 0]])
+    m = np.ones_like(g, dtype=bool)
+    m[1, 10:] = False  # padding: its β must not count
+    beta = np.full(g.shape, 0.1)
+    beta[:, 0] = 1.0
+    beta[0, [4, 8]] = [0.99, 0.95]
+    beta[1, [3, 7]] = [0.98, 0.93]
+    beta[0, 2] = beta[1, 5] = 0.55
+    beta[1, 10] = 0.99
+    rows = segmentation_by_threshold(beta, g, m, thresholds=(0.5, 0.6, 0.9, 0.97))
+    assert [r["threshold"] for r in rows] == [0.5, 0.6, 0.9, 0.97]
+    assert [r["f1"] for r in rows] == pytest.approx([0.8, 1.0, 1.0, 2 / 3])
+    assert [r["switches_per_episode"] for r in rows] == [4.0, 3.0, 3.0, 2.0]
+    for r in rows:
+        assert r["f1"] == pytest.approx(reference_f1(beta, g, m, thr=r["threshold"]))
+        assert r["precision"] == segmentation_metrics(beta, g, m, r["threshold"])["precision"]
+
+
+
+def test_beta_histogram_counts_valid_steps_after_the_first():
+    beta = np.array([[1.0, 0.05, 0.55, 0.97, 0.2], [1.0, 0.99, 0.12, 0.6, 0.6]])
+    m = np.ones_like(beta, dtype=bool)
+    m[1, 3:] = False  # padding: not counted
+    assert beta_histogram(beta, m) == [1, 1, 1, 0, 0, 1, 0, 0, 0, 2]
+    assert beta_histogram(beta, m, bins=2) == [3, 3]
+    with pytest.raises(ValueError, match="must match"):
+        beta_histogram(beta, m[:, :3])

@@ -78,3 +78,23 @@ def segmentation_metrics(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarra
 
 def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def segmentation_by_threshold(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarray,
+                              thresholds: tuple[float, ...] = SWEEP_THRESHOLDS, tol: int = 1) -> list[dict[str, float]]:
+    """Switch precision, recall, F1 and switches per episode at each β threshold: soft β can bump to about
+    0.5 inside a subgoal while true boundaries sit near 1, and this says where the cut separates them."""
+    keys = ("threshold", "f1", "precision", "recall", "switches_per_episode")
+    return [{k: segmentation_metrics(beta, subgoals, mask, t, tol)[k] for k in keys} for t in thresholds]
+
+
+def beta_histogram(beta: np.ndarray, mask: np.ndarray, bins: int = 10) -> list[int]:
+    """Counts of β over valid steps after the forced switch at t = 1, in `bins` equal bins of [0, 1]: read
+    without labels, the gap between bumps inside subgoals and the switches near 1 shows where to cut."""
+    beta, mask = np.asarray(beta), np.asarray(mask, dtype=bool)
+    if beta.shape != mask.shape:
+        raise ValueError(f"beta {beta.shape} and mask {mask.shape} must match")
+    return np.histogram(beta[:, 1:][mask[:, 1:]], bins=bins, range=(0.0, 1.0))[0].tolist()

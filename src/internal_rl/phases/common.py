@@ -72,6 +72,12 @@ def resolve_device(spec: str) -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA runs asynchronously), so that a wall-clock reading is honest."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def run_cached(path: str | Path, run: Callable[[Any], Any], cfg: Any) -> dict:
     """`run(cfg)` unless its result file `path` already exists, whose contents are returned instead
     (how reproduce and the sweeps resume: finished phases are read back, not retrained)."""

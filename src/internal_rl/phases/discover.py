@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from internal_rl.analysis.segmentation import segmentation_metrics
+from internal_rl.analysis.segmentation import beta_histogram, segmentation_by_threshold, segmentation_metrics
 from internal_rl.control.discovery import discovery_step
 from internal_rl.control.metacontroller import MetaController, MetaControllerConfig
 from internal_rl.data.trajectories import Trajectories
@@ -144,6 +144,8 @@ def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajec
     losses, out = discovery_step(model, mc, b, layer, alpha, sample=False, oracle_switch=oracle_switch)
     beta, subgoals, mask = out.beta.cpu().numpy(), b["subgoals"].cpu().numpy(), b["mask"].cpu().numpy()
     res = segmentation_metrics(beta, subgoals, mask)
+    res["by_threshold"] = segmentation_by_threshold(beta, subgoals, mask)
+    res["beta_histogram"] = beta_histogram(beta, mask, bins=20)  # label-free: where β's two modes part
     res.update(heldout_nll=losses["nll"].item(), heldout_kl=losses["kl"].item())
     return res, {"beta": beta, "subgoals": subgoals, "mask": mask}
 
@@ -228,5 +230,6 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     plot_switching(arrays, out / "switching.png")
     logger.close()
     print(f"[discover] held-out switch F1 {seg['f1']:.3f} (precision {seg['precision']:.3f}, recall {seg['recall']:.3f}); "
-          f"switches/episode {seg['switches_per_episode']:.2f} vs subgoals/episode {seg['subgoals_per_episode']:.2f}")
+          f"switches/episode {seg['switches_per_episode']:.2f} vs subgoals/episode {seg['subgoals_per_episode']:.2f}; "
+          "F1 at β thresholds " + ", ".join(f"{r['threshold']:g}: {r['f1']:.3f}" for r in seg["by_threshold"]))
     return to_jsonable(seg)

@@ -55,6 +55,10 @@ class RLConfig:
     oracle_switch: bool = False
     """Upper-bound analysis, not the paper's method: the policy decides exactly when the env's
     ground-truth subgoal changes instead of when the switching unit fires (internal/beta1 only)."""
+    beta_threshold: float = 0.0
+    """A new decision when the switching unit's β ≥ this (0: the metacontroller's own, 0.5 unless set at
+    discovery: the paper's). Soft β can bump to about 0.5 inside a subgoal; `internal-rl discover` writes the
+    switch F1 per threshold, so read the cut there (z-space methods other than oracle_switch)."""
     action_temperature: float = 1.0
     """Primitive actions inside the option env are drawn from softmax(logits / τ) of the controlled base:
     1 is the paper's sampling; 0 takes the argmax. An analysis knob for how much of the failure rate is the
@@ -97,6 +101,10 @@ class _Agent:
             raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
         if cfg.oracle_switch and cfg.method == "raw":
             raise ValueError("oracle_switch applies to z-space methods; raw acts at every step")
+        if cfg.beta_threshold and not 0.0 < cfg.beta_threshold < 1.0:
+            raise ValueError(f"beta_threshold must be in (0, 1) (0: the metacontroller's own), got {cfg.beta_threshold}")
+        if cfg.beta_threshold and cfg.method == "raw":
+            raise ValueError("beta_threshold applies to z-space methods; raw acts at every step")
         if cfg.action_temperature != 1 and cfg.method == "raw":
             raise ValueError("action_temperature applies to z-space methods: raw trains the primitive policy "
                              "itself, whose log-probabilities PPO needs at τ = 1")
@@ -128,7 +136,8 @@ class _Agent:
             return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed, group_size)
         tau = self.cfg.action_temperature if temperature is None else temperature
         core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed,
-                          oracle_switch=self.cfg.oracle_switch, action_temperature=tau, group_size=group_size)
+                          oracle_switch=self.cfg.oracle_switch, action_temperature=tau, group_size=group_size,
+                          beta_threshold=self.cfg.beta_threshold or None)
         return collect_latent(core, self.net, seed)
 
     def logp(self, ro, idx):
@@ -195,6 +204,7 @@ def run_rl(cfg: RLConfig) -> dict:
     checkpoint()
     final = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
     res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "action_temperature": cfg.action_temperature,
+           "beta_threshold": None if cfg.method == "raw" else cfg.beta_threshold or agent.mc.config.beta_threshold,
            "group_size": cfg.group_size,
            "final_success": final["success"],
            "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],

@@ -35,12 +35,16 @@ log="$OUT/gpu_check.log"
   $py -m internal_rl.cli reproduce --preset smoke --seeds 1 --out "$OUT/smoke" --device "$DEVICE"
   echo "smoke chain: $(( $(date +%s) - start )) s"
   echo "== 3. the pretraining loop at the paper preset, ${PRETRAIN_SECONDS} s =="
+  rm -rf /tmp/gpu_check_data /tmp/gpu_check_pretrain
   $py -m internal_rl.cli data --preset paper --out /tmp/gpu_check_data --num-episodes 100000 \
       --num-episodes-star 2000 --no-progress
   timeout "$PRETRAIN_SECONDS" $py -m internal_rl.cli pretrain --preset paper --data /tmp/gpu_check_data \
       --out /tmp/gpu_check_pretrain --device "$DEVICE" --log-every 50 --no-progress || [ $? -eq 124 ]
-  cp /tmp/gpu_check_pretrain/metrics.csv "$OUT/pretrain_metrics.csv"
-  tail -n 3 "$OUT/pretrain_metrics.csv"
+  if cp /tmp/gpu_check_pretrain/metrics.csv "$OUT/pretrain_metrics.csv"; then
+    tail -n 3 "$OUT/pretrain_metrics.csv"
+  else
+    echo "no metrics.csv yet: the loop logged nothing within ${PRETRAIN_SECONDS} s"
+  fi
   date -u
 } 2>&1 | tee "$log"
 cp "$OUT/smoke/results.json" "$OUT/smoke_results.json" 2>/dev/null || true

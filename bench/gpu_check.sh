@@ -7,8 +7,13 @@
 #      so its steps/s and first losses come from the loop itself, not from pre-built batches.
 # Run from the repository root on a CUDA machine with torch installed:
 #     OUT=/some/folder bash bench/gpu_check.sh
-# A package missing there (gymnasium, tyro, ...) can travel as wheels in .whl/ (installed to /tmp/site).
-# Figures go to $OUT (default runs/gpu_check): at most eight files, none in sub-sub-folders.
+# A package missing there (gymnasium, tyro, ...) can travel as wheels in .whl/ (installed to /tmp/site); make
+# them on a machine with pip (and ignore the folder: echo /.whl/ >> .git/info/exclude):
+#     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+#         --platform manylinux_2_17_x86_64 --platform any -d .whl gymnasium==1.4.0 farama-notifications==0.0.6 \
+#         tyro==1.0.17 docstring-parser==0.18.0 typeguard==4.6.1
+# Figures go to $OUT (default runs/gpu_check), three files (the device tool brings back eight at most); with
+# the device tool: command "bash bench/gpu_check.sh" (its $OUT is set), carry [".whl"], timeout_s 600.
 set -euo pipefail
 OUT=${OUT:-runs/gpu_check}
 PRETRAIN_SECONDS=${PRETRAIN_SECONDS:-180}
@@ -32,7 +37,8 @@ log="$OUT/gpu_check.log"
   $py bench/bench_rollout.py --preset "$BENCH_PRESET" --device "$DEVICE" --batches 256 1024 4096 --repeats 3
   echo "== 2. the smoke chain on $DEVICE =="
   start=$(date +%s)
-  $py -m internal_rl.cli reproduce --preset smoke --seeds 1 --out "$OUT/smoke" --device "$DEVICE"
+  rm -rf /tmp/gpu_check_smoke
+  $py -m internal_rl.cli reproduce --preset smoke --seeds 1 --out /tmp/gpu_check_smoke --device "$DEVICE"
   echo "smoke chain: $(( $(date +%s) - start )) s"
   echo "== 3. the pretraining loop at the paper preset, ${PRETRAIN_SECONDS} s =="
   rm -rf /tmp/gpu_check_data /tmp/gpu_check_pretrain
@@ -47,4 +53,4 @@ log="$OUT/gpu_check.log"
   fi
   date -u
 } 2>&1 | tee "$log"
-cp "$OUT/smoke/results.json" "$OUT/smoke_results.json" 2>/dev/null || true
+cp /tmp/gpu_check_smoke/results.json "$OUT/smoke_results.json" 2>/dev/null || true

@@ -315,7 +315,12 @@ def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
     with pytest.raises(ValueError, match="also_temperatures applies to z-space methods"):
         run_rl(cfg)
     cfg.also_temperatures, cfg.beta_threshold = [], 0.7
-    with pytest.raises(ValueError, match="beta_threshold applies to z-space methods"):
+    for method in ("raw", "beta1"):
+        cfg.method = method
+        with pytest.raises(ValueError, match=f"beta_threshold has no effect with method {method}"):
+            run_rl(cfg)
+    cfg.method, cfg.oracle_switch = "internal", True
+    with pytest.raises(ValueError, match="beta_threshold has no effect with oracle_switch"):
         run_rl(cfg)
 
 

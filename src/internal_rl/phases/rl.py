@@ -58,7 +58,7 @@ class RLConfig:
     beta_threshold: float = 0.0
     """A new decision when the switching unit's β ≥ this (0: the metacontroller's own, 0.5 unless set at
     discovery: the paper's). Soft β can bump to about 0.5 inside a subgoal; `internal-rl discover` writes the
-    switch F1 per threshold, so read the cut there (z-space methods other than oracle_switch)."""
+    switch F1 per threshold, so read the cut there (internal and cotrained, without oracle_switch)."""
     action_temperature: float = 1.0
     """Primitive actions inside the option env are drawn from softmax(logits / τ) of the controlled base:
     1 is the paper's sampling; 0 takes the argmax. An analysis knob for how much of the failure rate is the
@@ -103,8 +103,10 @@ class _Agent:
             raise ValueError("oracle_switch applies to z-space methods; raw acts at every step")
         if cfg.beta_threshold and not 0.0 < cfg.beta_threshold < 1.0:
             raise ValueError(f"beta_threshold must be in (0, 1) (0: the metacontroller's own), got {cfg.beta_threshold}")
-        if cfg.beta_threshold and cfg.method == "raw":
-            raise ValueError("beta_threshold applies to z-space methods; raw acts at every step")
+        if cfg.beta_threshold and cfg.method in ("raw", "beta1"):
+            raise ValueError(f"beta_threshold has no effect with method {cfg.method}: it decides at every step")
+        if cfg.beta_threshold and cfg.oracle_switch:
+            raise ValueError("beta_threshold has no effect with oracle_switch, which decides at the true subgoal changes")
         if cfg.action_temperature != 1 and cfg.method == "raw":
             raise ValueError("action_temperature applies to z-space methods: raw trains the primitive policy "
                              "itself, whose log-probabilities PPO needs at τ = 1")

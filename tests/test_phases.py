@@ -294,6 +294,7 @@ def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
         res = run_rl(cfg)
         _check_endings(res, task_len=len(task.split("-")))
         assert sum(res["eval_wrong_colour_hist"]) > 0  # an untrained smoke model mostly enters wrong colours
+        assert res["beta_threshold"] == (None if method == "raw" else 0.5)  # raw has no switches
     cfg.action_temperature, cfg.out = 0.0, str(tmp_path / "rl_greedy")
     assert run_rl(cfg)["action_temperature"] == 0.0  # argmax primitive actions inside the option env
     cfg.also_temperatures, cfg.out = [0.0, 1.0], str(tmp_path / "rl_also")

@@ -206,7 +206,8 @@ def run_rl(cfg: RLConfig) -> dict:
     checkpoint()
     final = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed)
     res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "action_temperature": cfg.action_temperature,
-           "beta_threshold": None if cfg.method == "raw" else cfg.beta_threshold or agent.mc.config.beta_threshold,
+           "beta_threshold": None if cfg.method in ("raw", "beta1") or cfg.oracle_switch
+           else cfg.beta_threshold or agent.mc.config.beta_threshold,
            "group_size": cfg.group_size,
            "final_success": final["success"],
            "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],

@@ -99,7 +99,7 @@ def test_nll_by_colours_visited_counts_every_step_once():
 
 def test_segmentation_by_threshold_separates_bumps_from_boundaries():
     """β near 1 at the true boundaries and bumps of 0.55 inside subgoals: the paper's cut (0.5) counts the
-    bumps as switches, 0.6 and up do not, 0.97 misses the boundary at 0.95; each row matches the loop."""
+    bumps as switches, 0.6 and up do not, 0.97 misses the boundaries at 0.95 and 0.93; each row matches the loop."""
     g = np.array([[0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1], [3, 3, 3, 1, 1, 1, 1, 0, 0, 0, 0, 0]])
     m = np.ones_like(g, dtype=bool)
     m[1, 10:] = False  # padding: its β must not count
@@ -116,7 +116,6 @@ def test_segmentation_by_threshold_separates_bumps_from_boundaries():
     for r in rows:
         assert r["f1"] == pytest.approx(reference_f1(beta, g, m, thr=r["threshold"]))
         assert r["precision"] == segmentation_metrics(beta, g, m, r["threshold"])["precision"]
-
 
 
 def test_beta_histogram_counts_valid_steps_after_the_first():

@@ -36,7 +36,7 @@ from internal_rl.control.metacontroller import MetaController as _CoreMetaContro
 from internal_rl.control.metacontroller import MetaControllerConfig, MetaOutput, discovery_loss
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, prev_actions_of
 from internal_rl.models.ssm import HawkBlockState, check_padding_mask
-from internal_rl.models.transformer import KVCache, grow_kv
+from internal_rl.models.transformer import KVCache
 from internal_rl.rl.objective import clipped_surrogate
 from internal_rl.rl.policy import LatentPolicy, PopulationPolicy, gaussian_logp
 
@@ -443,7 +443,7 @@ class Transformer(nn.Module):
         if self._compiled_step is not None:
             static = StaticKV.zeros(self.base, batch, self._compiled_capacity or self.config.max_len)
             return RolloutCache(kv=None, meta_controller=meta_controller, static=static)
-        return RolloutCache(kv=self.base.new_cache(batch), meta_controller=meta_controller)
+        return RolloutCache(kv=self.base.new_cache(batch, unbounded=True), meta_controller=meta_controller)
 
     def compile_rollout(self, enabled: bool = True, capacity: int | None = None,
                         **compile_kwargs: Any) -> Transformer:
@@ -552,7 +552,6 @@ class Transformer(nn.Module):
         if cache.static is not None:
             logits = self._static_rollout_step(state, pa, mc, cache)
             return (logits[:, None] if keep_time else logits), cache
-        grow_kv(cache.kv.k, cache.kv.v, cache.steps + 1)
         e = self.base.lower_step(state.to(self.base.action_head.weight.dtype), cache.kv, pa)
         if mc is not None:
             e_hat = self._meta_step(mc, e, cache, first)

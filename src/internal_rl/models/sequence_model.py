@@ -197,12 +197,13 @@ class SequenceModel(nn.Module):
         return self.heads(self.run_blocks(e, layer, self.config.depth))
 
     # ----------------------------------------------------------------------------------- step by step
-    def new_cache(self, batch: int, max_len: int | None = None) -> KVCache:
-        """An empty KV cache for `batch` sequences of up to `max_len` steps (default: the model's max_len);
-        its buffers grow as steps are added (see KVCache)."""
+    def new_cache(self, batch: int, max_len: int | None = None, unbounded: bool = False) -> KVCache:
+        """An empty KV cache for `batch` sequences of up to `max_len` steps (default: the model's max_len; any
+        number with `unbounded`, as relative positions allow); its buffers grow as steps are added (see KVCache)."""
         c = self.config
         p = next(self.parameters())
-        return KVCache.empty(c.depth, batch, c.n_heads, c.head_dim, max_len or c.max_len, p.device, p.dtype)
+        limit = None if unbounded else max_len or c.max_len
+        return KVCache.empty(c.depth, batch, c.n_heads, c.head_dim, limit, p.device, p.dtype)
 
     def lower_step(self, obs_t: Tensor, cache: KVCache, prev_action_t: Tensor | None = None,
                    layer: int | None = None) -> Tensor:

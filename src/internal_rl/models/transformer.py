@@ -65,9 +65,9 @@ class KVCache:
     """Most positions a layer may hold (None: no limit)."""
 
     @classmethod
-    def empty(cls, depth: int, batch: int, heads: int, head_dim: int, max_len: int, device, dtype) -> KVCache:
-        """An empty cache for up to `max_len` positions per layer (allocated as they are added)."""
-        shape = (batch, heads, min(max_len, KV_INITIAL_CAPACITY), head_dim)
+    def empty(cls, depth: int, batch: int, heads: int, head_dim: int, max_len: int | None, device, dtype) -> KVCache:
+        """An empty cache for up to `max_len` positions per layer (None: any number), allocated as they are added."""
+        shape = (batch, heads, KV_INITIAL_CAPACITY if max_len is None else min(max_len, KV_INITIAL_CAPACITY), head_dim)
         return cls(
             k=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],
             v=[torch.zeros(shape, device=device, dtype=dtype) for _ in range(depth)],

@@ -265,6 +265,14 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     cfg.group_size = 5
     with pytest.raises(ValueError, match="group_size must divide"):
         run_rl(cfg)
+    # the entropy bonus: recorded with the run; a negative one is refused before anything runs
+    cfg.group_size, cfg.entropy_coef, cfg.out = 1, 0.05, str(tmp_path / "entropy")
+    run_rl(cfg)
+    assert json.loads((tmp_path / "entropy" / "config.json").read_text())["rl"]["entropy_coef"] == 0.05
+    cfg.entropy_coef, cfg.out = -0.1, str(tmp_path / "entropy_bad")
+    with pytest.raises(ValueError, match="entropy_coef must be >= 0"):
+        run_rl(cfg)
+    assert not (tmp_path / "entropy_bad").exists()
 
 
 def _check_endings(res: dict, task_len: int = 12) -> None:
@@ -295,6 +303,18 @@ def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
         _check_endings(res, task_len=len(task.split("-")))
         assert sum(res["eval_wrong_colour_hist"]) > 0  # an untrained smoke model mostly enters wrong colours
         assert res["beta_threshold"] == (None if method == "raw" else 0.5)  # raw has no switches
+    # the rescue analysis reads a finished z-space run (and refuses a raw one)
+    from internal_rl.phases.rescue import RescueConfig, run_rescue
+
+    internal_run = tmp_path / f"rl_internal_{len(POST_TRAINING_TASK)}"
+    rescue = run_rescue(RescueConfig(rl=str(internal_run), out=str(tmp_path / "rescue"), groups=4, group_size=3))
+    saved = json.loads((tmp_path / "rescue" / "rescue.json").read_text())
+    assert saved["groups_consistent"] == 1.0 and saved["rl_run"] == str(internal_run)
+    assert saved["failed_layouts"] == rescue["failed_layouts"] and saved["task"] == POST_TRAINING_TASK
+    with pytest.raises(ValueError, match="raw-action run"):
+        run_rescue(RescueConfig(rl=str(tmp_path / f"rl_raw_{len(POST_TRAINING_TASK)}"), out=str(tmp_path / "r2")))
+    with pytest.raises(FileNotFoundError, match="finished `internal-rl rl` run"):
+        run_rescue(RescueConfig(rl=str(tmp_path / "nowhere"), out=str(tmp_path / "r3")))
     cfg.action_temperature, cfg.out = 0.0, str(tmp_path / "rl_greedy")
     assert run_rl(cfg)["action_temperature"] == 0.0  # argmax primitive actions inside the option env
     cfg.also_temperatures, cfg.out = [0.0, 1.0], str(tmp_path / "rl_also")

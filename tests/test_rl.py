@@ -6,7 +6,7 @@ from internal_rl.control.metacontroller import MetaController, MetaControllerCon
 from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, freeze
 from internal_rl.rl.option_env import OptionCore, OptionEnv
-from internal_rl.rl.policy import LatentPolicy, gaussian_logp
+from internal_rl.rl.policy import LatentPolicy, gaussian_entropy, gaussian_logp
 from internal_rl.rl.ppo import (
     Rollouts,
     clipped_surrogate,
@@ -54,6 +54,12 @@ def test_gaussian_logp_is_joint_density():
     mean, logstd, z = torch.randn(5, 4), torch.randn(5, 4) * 0.3, torch.randn(5, 4)
     ref = torch.distributions.Normal(mean, logstd.exp()).log_prob(z).sum(-1)
     torch.testing.assert_close(gaussian_logp(z, mean, logstd), ref)
+
+
+def test_gaussian_entropy_is_the_joint_entropy():
+    logstd = torch.randn(5, 4, dtype=torch.float64) * 0.5
+    ref = torch.distributions.Normal(torch.zeros_like(logstd), logstd.exp()).entropy().sum(-1)
+    torch.testing.assert_close(gaussian_entropy(logstd), ref)
 
 
 def test_clipped_surrogate_reference():
@@ -343,3 +349,68 @@ def test_latent_logp_groups_by_length_and_matches_one_padded_pass():
     g_ref = torch.autograd.grad(ref[m].sum(), list(pol.parameters()))
     for a, b in zip(g_ours, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def _entropy_rollouts(seed: int = 0) -> Rollouts:
+    """Eight latent episodes of 1-5 decisions with a spread of returns (so that PPO has signal)."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([1, 5, 2, 3, 4, 1, 2, 5])
+    B, K = len(lengths), int(lengths.max())
+    mask = torch.arange(K)[None] < lengths[:, None]
+    return Rollouts(inputs=torch.randn(B, K, 32, generator=g), actions=torch.randn(B, K, 4, generator=g),
+                    old_logp=torch.full((B, K), -6.0), mask=mask, returns=torch.arange(B, dtype=torch.float32),
+                    success=torch.zeros(B, dtype=torch.bool), env_steps=torch.zeros(B, dtype=torch.long))
+
+
+def test_latent_logp_entropy_matches_the_policy_and_is_zero_at_padding():
+    torch.manual_seed(1)
+    pol = LatentPolicy(32, 4, width=16).double()
+    torch.nn.init.normal_(pol.head.weight, std=0.3)
+    ro = _entropy_rollouts()
+    ro.inputs, ro.actions = ro.inputs.double(), ro.actions.double()
+    idx = torch.tensor([4, 1, 0, 7])
+    logp, ent = latent_logp(pol, ro, idx, with_entropy=True)
+    torch.testing.assert_close(logp, latent_logp(pol, ro, idx))
+    _, logstd = pol(ro.inputs[idx], ro.mask[idx])
+    ref = torch.distributions.Normal(torch.zeros_like(logstd), logstd.exp()).entropy().sum(-1)
+    m = ro.mask[idx]
+    torch.testing.assert_close(ent[m], ref[m])
+    assert not ent[~m].any()
+
+
+def test_entropy_bonus_widens_the_policy_and_zero_is_the_plain_update():
+    """The same data and start: c_H = 0 is the update without the term (bit-identical), and a large c_H ends
+    with a wider Gaussian over z than c_H = 0; a negative c_H is refused."""
+    def train(coef: float, via_tuple: bool) -> LatentPolicy:
+        torch.manual_seed(0)
+        pol = LatentPolicy(32, 4, width=16)
+        opt = torch.optim.Adam(pol.parameters(), lr=1e-2)
+        fn = (lambda r, i, e=False: latent_logp(pol, r, i, e)) if via_tuple else (lambda r, i: latent_logp(pol, r, i))
+        for _ in range(5):
+            stats = ppo_update(fn, list(pol.parameters()), opt, _entropy_rollouts(), 1, 2, 0.2, 1e-3, 1.0,
+                               torch.Generator().manual_seed(0), entropy_coef=coef)
+        assert ("entropy" in stats) == (coef > 0)
+        return pol
+
+    plain, zero, wide = train(0.0, False), train(0.0, True), train(1.0, True)
+    for a, b in zip(plain.parameters(), zero.parameters()):
+        assert torch.equal(a, b)
+    ro = _entropy_rollouts()
+    with torch.no_grad():
+        std = [pol(ro.inputs, ro.mask)[1][ro.mask].exp().mean() for pol in (plain, wide)]
+    assert std[1] > 1.5 * std[0]
+    with pytest.raises(ValueError, match="entropy_coef"):
+        ppo_update(lambda r, i: latent_logp(plain, r, i), list(plain.parameters()),
+                   torch.optim.Adam(plain.parameters()), ro, 1, 2, 0.2, 1e-3, 1.0, torch.Generator(), entropy_coef=-0.1)
+
+
+def test_raw_logp_entropy_is_the_categorical_entropy():
+    model = SequenceModel(tiny_model().config)
+    rr = collect_raw(model, BatchedPinPad(3, seed=0), POST_TRAINING_TASK, seed=0)
+    with torch.no_grad():
+        lp, ent = raw_logp(model, rr, torch.arange(3), with_entropy=True)
+        T = rr.actions.shape[1]
+        from internal_rl.models.sequence_model import prev_actions_of
+        logits = model(rr.inputs[:, :T], prev_actions_of(rr.actions)).action_logits
+    torch.testing.assert_close(lp, raw_logp(model, rr, torch.arange(3)))
+    torch.testing.assert_close(ent, torch.distributions.Categorical(logits=logits.float()).entropy())

@@ -23,6 +23,7 @@ commands:
   discover     train the metacontroller (self-supervised discovery of abstract actions)
   codes        the discovered subgoal codes, chained by the true subgoal (what internal RL's z-space holds)
   endings      where episodes of finished rl / controllers / codes runs end, per task position (--runs DIR ...)
+  rescue       on a finished rl run: could another code z at the lost decision have saved its failed layouts?
   curves       training success of rl runs side by side, seeds pooled by label, running runs too (--runs DIR ...)
   reproduce    the whole pipeline over seeds: --preset quick --seeds 5 --out DIR
   sweep-alpha  rate–distortion sweep over the KL weight α, frozen vs co-trained base
@@ -85,6 +86,11 @@ def _defaults(cmd: str, preset: str, root: str):
         from internal_rl.phases.endings import EndingsConfig
 
         return EndingsConfig(out=f"{root}/endings")
+    if cmd == "rescue":
+        from internal_rl.phases.rescue import RescueConfig
+
+        small = dict(groups=4, group_size=4) if preset == "smoke" else {}
+        return RescueConfig(rl=f"{root}/rl", out=f"{root}/rescue", **small)
     if cmd == "curves":
         from internal_rl.phases.curves import CurvesConfig
 
@@ -114,7 +120,7 @@ def _runner(cmd: str) -> Callable:
 
 
 PHASES = ("data", "pretrain", "probe", "controllers", "discover", "codes", "endings", "curves", "sweep_alpha",
-          "sweep_pretrain", "rl")
+          "sweep_pretrain", "rl", "rescue")
 
 
 def demo(args: list[str]) -> dict:

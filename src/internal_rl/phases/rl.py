@@ -81,6 +81,9 @@ class RLConfig:
     """GRPO variant: training episodes come in groups of this many on one layout, and each episode's
     advantage is normalised within its group. 1 is the paper's batch normalisation (no groups)."""
     max_grad_norm: float = 1.0
+    entropy_coef: float = 0.0
+    """Entropy bonus c_H: the loss subtracts c_H × the policy's mean entropy per decision (the Gaussian over z;
+    raw: the categorical over primitive actions). 0, the default, is the paper's (no bonus)."""
     policy_width: int = 256
     eval_episodes: int = 256
     """Fresh post-training episodes for the final success rate."""
@@ -114,6 +117,8 @@ class _Agent:
             raise ValueError("also_temperatures applies to z-space methods (raw's policy is its primitive one)")
         for t in [cfg.action_temperature, *cfg.also_temperatures]:
             check_temperature(t)
+        if cfg.entropy_coef < 0:
+            raise ValueError(f"entropy_coef must be >= 0 (0: no entropy bonus, the paper's), got {cfg.entropy_coef}")
         if cfg.group_size < 1 or cfg.batch_size % cfg.group_size:
             raise ValueError(f"group_size must divide batch_size {cfg.batch_size}, got {cfg.group_size}")
         if cfg.method == "raw":
@@ -142,9 +147,11 @@ class _Agent:
                           beta_threshold=self.cfg.beta_threshold or None)
         return collect_latent(core, self.net, seed)
 
-    def logp(self, ro, idx):
+    def logp(self, ro, idx, with_entropy: bool = False):
         self.net.train()
-        return raw_logp(self.model, ro, idx) if self.cfg.method == "raw" else latent_logp(self.net, ro, idx)
+        if self.cfg.method == "raw":
+            return raw_logp(self.model, ro, idx, with_entropy)
+        return latent_logp(self.net, ro, idx, with_entropy)
 
 
 def evaluate_agent(agent: _Agent, episodes: int, seed: int, temperature: float | None = None) -> dict:
@@ -164,8 +171,8 @@ def run_rl(cfg: RLConfig) -> dict:
     set_threads(cfg.threads)
     set_seed(cfg.seed)
     out = Path(cfg.out)
+    agent = _Agent(cfg, resolve_device(cfg.device))  # checks the config before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    agent = _Agent(cfg, resolve_device(cfg.device))
     params = [p for p in agent.net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
@@ -189,15 +196,16 @@ def run_rl(cfg: RLConfig) -> dict:
     while it < iterations:
         ro = agent.collect(cfg.batch_size, seed=cfg.seed * 1_000_003 + it * 101, group_size=cfg.group_size)
         stats = ppo_update(agent.logp, params, opt, ro, cfg.epochs, cfg.minibatches, cfg.clip, cfg.delta,
-                           cfg.max_grad_norm, g, cfg.group_size)
+                           cfg.max_grad_norm, g, cfg.group_size, cfg.entropy_coef)
         it += 1
         episodes += cfg.batch_size
         env_steps += int(ro.env_steps.sum())
         sr = float(ro.success.float().mean())
         decisions = float(ro.mask.sum(1).float().mean())
         curve.append({"episodes": episodes, "env_steps": env_steps, "success": sr})
+        extra = {"entropy": stats["entropy"]} if "entropy" in stats else {}
         logger.log(it, success=sr, episodes=episodes, env_steps=env_steps, decisions_per_episode=decisions,
-                   loss=stats["loss"], seconds=time.time() - t0)
+                   loss=stats["loss"], seconds=time.time() - t0, **extra)
         bar.update(1)
         bar.set_postfix(success=f"{sr:.3f}", decisions=f"{decisions:.1f}")
         if it % 10 == 0 or it == iterations:

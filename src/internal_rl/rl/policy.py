@@ -20,6 +20,11 @@ def gaussian_logp(z: Tensor, mean: Tensor, logstd: Tensor) -> Tensor:
     return (-0.5 * ((z - mean) / logstd.exp()) ** 2 - logstd - 0.5 * math.log(2 * math.pi)).sum(-1)
 
 
+def gaussian_entropy(logstd: Tensor) -> Tensor:
+    """Entropy of a diagonal Gaussian (summed over the last dim): Σ_d log σ_d + ½ log(2πe) per dimension."""
+    return (logstd + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
+
+
 class LatentPolicy(nn.Module):
     """Causal SSM policy over z. Parallel `forward` (training) and `step` (rollouts) agree."""
 

@@ -2,6 +2,7 @@
 
     A_τ = (R(τ) − mean_batch R) / (std_batch R + δ),   shared by every decision of episode τ
     L = −mean_decisions min(ρ A, clip(ρ, 1−ε, 1+ε) A),   ρ = π_new(z|·) / π_old(z|·)  (joint density)
+      − c_H · mean_decisions H(π_new(·|·))   (entropy bonus; the paper's default c_H = 0, off)
 
 The two formulas live in rl/objective.py (no environment imports, so the seed API's ``policy_loss``
 loads them alone). Rollout collection for the two kinds of decision-maker lives here: the latent policy acting
@@ -21,7 +22,7 @@ from internal_rl.envs.pinpad import BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
 from internal_rl.rl.objective import clipped_surrogate, episode_advantages
 from internal_rl.rl.option_env import OptionCore
-from internal_rl.rl.policy import LatentPolicy, gaussian_logp
+from internal_rl.rl.policy import LatentPolicy, gaussian_entropy, gaussian_logp
 
 
 @dataclass
@@ -94,8 +95,10 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns, *_outcomes(env))
 
 
-def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor) -> Tensor:
+def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor,
+                with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """log π(z|·) of stored decisions (B, K), recomputed in parallel over each episode's decisions; 0 at padding.
+    ``with_entropy``: also the entropy of π(·|·) at each decision (B, K), 0 at padding (the entropy bonus).
 
     Decision slots are padded to the batch's longest episode (often three to five times the mean), and the
     policy is causal, so episodes are grouped by length (up to 1, 2, 4, 8, ... decisions) and each group runs
@@ -104,6 +107,7 @@ def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor) -> Tensor:
     mask = ro.mask[idx]
     lengths = mask.sum(dim=1)
     out = torch.zeros(mask.shape, dtype=ro.inputs.dtype, device=mask.device)
+    ent = torch.zeros_like(out) if with_entropy else None
     lo = 0
     while lo < int(lengths.max()):
         hi = max(1, 2 * lo)
@@ -113,8 +117,12 @@ def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor) -> Tensor:
             sel = idx[rows]
             mean, logstd = policy(ro.inputs[sel, :k], ro.mask[sel, :k])
             out[rows, :k] = gaussian_logp(ro.actions[sel, :k], mean, logstd)
+            if ent is not None:
+                ent[rows, :k] = gaussian_entropy(logstd)
         lo = hi
-    return torch.where(mask, out, torch.zeros((), dtype=out.dtype, device=out.device))
+    zero = torch.zeros((), dtype=out.dtype, device=out.device)
+    logp = torch.where(mask, out, zero)
+    return (logp, torch.where(mask, ent, zero)) if ent is not None else logp
 
 
 @torch.no_grad()
@@ -153,33 +161,57 @@ def collect_raw(model: SequenceModel, env: BatchedPinPad, task: str, seed: int, 
     return Rollouts(obs_buf[:, : kmax + 1], A[:, :kmax], LP[:, :kmax], alive[:, :kmax], returns, *_outcomes(env))
 
 
-def raw_logp(model: SequenceModel, ro: Rollouts, idx: Tensor) -> Tensor:
-    """log π(a_t|o_1..t) of stored primitive actions, recomputed with the full-sequence forward."""
+def raw_logp(model: SequenceModel, ro: Rollouts, idx: Tensor,
+             with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+    """log π(a_t|o_1..t) of stored primitive actions, recomputed with the full-sequence forward;
+    ``with_entropy``: also the entropy of the categorical π(·|o_1..t) per step (B, K)."""
     actions = ro.actions[idx]
     T = actions.shape[1]
     pa = prev_actions_of(actions) if model.prev_action is not None else None
-    return model.action_logp(model(ro.inputs[idx][:, :T], pa), actions)
+    out = model(ro.inputs[idx][:, :T], pa)
+    logp = model.action_logp(out, actions)
+    if not with_entropy:
+        return logp
+    if not model.config.discrete:
+        raise ValueError("the raw-action entropy bonus is written for discrete actions")
+    lp = torch.log_softmax(out.action_logits.float(), dim=-1)
+    return logp, -(lp.exp() * lp).sum(-1)
 
 
 def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, epochs: int, minibatches: int,
                clip: float, delta: float, max_grad_norm: float, generator: torch.Generator,
-               group_size: int = 1) -> dict[str, float]:
+               group_size: int = 1, entropy_coef: float = 0.0) -> dict[str, float]:
     """Run `epochs` passes of clipped PPO over the rollouts in `minibatches` episode minibatches; advantages
-    are normalised over the batch, or within GRPO groups of `group_size` consecutive episodes."""
+    are normalised over the batch, or within GRPO groups of `group_size` consecutive episodes.
+    `entropy_coef` c_H > 0 subtracts c_H × the mean entropy of the policy over the valid decisions from the
+    loss (then `logp_fn(ro, idx, True)` must return (log-probs, entropies)); 0, the paper's, leaves it out."""
+    if entropy_coef < 0:
+        raise ValueError(f"entropy_coef must be >= 0, got {entropy_coef}")
     adv = episode_advantages(ro.returns, delta, group_size)
     if not bool(adv.any()):  # every episode (of every group) scored alike: no signal, skip the update
         return {"loss": 0.0, "skipped": 1.0}
     n = ro.returns.shape[0]
-    losses = []
+    losses, entropies = [], []
     for _ in range(epochs):
         perm = torch.randperm(n, generator=generator).to(ro.returns.device)
         for idx in perm.chunk(minibatches):
-            logp = logp_fn(ro, idx)
+            if entropy_coef:
+                logp, ent = logp_fn(ro, idx, True)
+            else:
+                logp = logp_fn(ro, idx)
             loss = clipped_surrogate(logp, ro.old_logp[idx], adv[idx], ro.mask[idx], clip)
+            if entropy_coef:
+                m = ro.mask[idx].to(ent.dtype)
+                mean_ent = (ent * m).sum() / m.sum().clamp(min=1)
+                loss = loss - entropy_coef * mean_ent
+                entropies.append(mean_ent.item())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             losses.append(loss.item())
-    return {"loss": float(np.mean(losses)), "skipped": 0.0}
+    stats = {"loss": float(np.mean(losses)), "skipped": 0.0}
+    if entropies:
+        stats["entropy"] = float(np.mean(entropies))
+    return stats

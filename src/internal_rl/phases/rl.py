@@ -83,7 +83,8 @@ class RLConfig:
     max_grad_norm: float = 1.0
     entropy_coef: float = 0.0
     """Entropy bonus c_H: the loss subtracts c_H × the policy's mean entropy per decision (the Gaussian over z;
-    raw: the categorical over primitive actions). 0, the default, is the paper's (no bonus)."""
+    raw: the categorical over primitive actions). 0, the default, is the paper's (no bonus). Like the rest of the
+    update it is skipped in batches whose returns all tie (e.g. no success yet)."""
     policy_width: int = 256
     eval_episodes: int = 256
     """Fresh post-training episodes for the final success rate."""

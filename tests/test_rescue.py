@@ -24,9 +24,9 @@ def test_a_candidate_equal_to_the_mean_repeats_the_reference():
     assert res["candidate_rows_changed"] == 0.0
     assert res["failed_layouts"] == round(6 * (1 - res["reference_success"]))
     assert sum(res["reference_fail_progress_hist"]) == res["failed_layouts"]
-    if res["failed_layouts"]:
-        assert res["rescued"] == 0.0 and res["crossed"] == 0.0
-        assert res["success_with_rescue"] == res["reference_success"]
+    assert res["failed_layouts"] > 0  # a random tiny model fails here, so the rescue figures are computed
+    assert res["rescued"] == 0.0 and res["crossed"] == 0.0
+    assert res["success_with_rescue"] == res["reference_success"]
 
 
 def test_candidates_change_episodes_and_the_figures_are_consistent():

@@ -80,7 +80,7 @@ def _run(core: OptionCore, policy: LatentPolicy, seed: int, at: np.ndarray | Non
     while not bool(core.done.all()):
         if bool(need.any()):
             r = rows[need]
-            mean, logstd, new = policy.step(core.e[r].float(), [type(s)(*(t[r] for t in s)) for s in state])
+            mean, logstd, new = policy.step_rows(core.e.float(), state, r)
             for s, ns in zip(state, new):
                 for t, nt in zip(s, ns):
                     t[r] = nt

@@ -98,6 +98,34 @@ def test_reproduce_smoke_writes_every_artifact(tmp_path):
     assert res["methods"]["internal"]["seeds"] == 2
 
 
+def test_reproduce_continues_an_interrupted_phase_from_its_checkpoint(tmp_path, monkeypatch):
+    """A phase whose folder holds a checkpoint but no result file (the run died before finishing) is resumed
+    with resume=True, not retrained from step 0; finished phases are read back and not run at all."""
+    import internal_rl.phases.discover as discover_mod
+    import internal_rl.phases.pretrain as pretrain_mod
+    import internal_rl.phases.rl as rl_mod
+
+    cfg = ReproduceConfig(preset="smoke", seeds=1, out=str(tmp_path), methods=["internal"])
+    first = run_reproduce(cfg)
+    d = tmp_path / "seed0"
+    rows = (d / "pretrain" / "metrics.csv").read_text()
+    (d / "pretrain" / "results.json").unlink()  # as if killed after the last checkpoint, before results.json
+    (d / "rl_internal" / "results.json").unlink()
+    calls = {}
+    for mod, name in ((pretrain_mod, "run_pretrain"), (rl_mod, "run_rl"), (discover_mod, "run_discover")):
+        def spy(c, _real=getattr(mod, name), _name=name):
+            calls[_name] = c.resume
+            return _real(c)
+        monkeypatch.setattr(mod, name, spy)
+    again = run_reproduce(cfg)
+    assert calls == {"run_pretrain": True, "run_rl": True}  # discover finished: read back, not called
+    assert (d / "pretrain" / "metrics.csv").read_text() == rows  # no step trained twice
+    steps = json.loads((d / "pretrain" / "config.json").read_text())["pretrain"]["steps"]
+    assert json.loads((d / "pretrain" / "results.json").read_text())["steps"] == steps
+    assert again["methods"]["internal"]["episodes"] == first["methods"]["internal"]["episodes"]
+    assert again["methods"]["internal"]["final_success_median"] == first["methods"]["internal"]["final_success_median"]
+
+
 def test_kl_weight_schedule():
     """α is 0 during the switch warm-up, ramps linearly over kl_warmup steps, constant without a warm-up."""
     from internal_rl.phases.discover import DiscoverConfig, kl_weight

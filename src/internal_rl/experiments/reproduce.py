@@ -5,7 +5,8 @@ internal RL and every baseline, over seeds, summarised as medians and interquart
 
 Layout: OUT/seed{k}/{data,pretrain,probe,controllers,discover,discover_beta1,discover_cotrained,rl_<method>}
 and OUT/results.json, OUT/results.md, OUT/success_curves.png. A finished phase (its result file exists)
-is not rerun, so an interrupted reproduction resumes where it stopped.
+is not rerun, and a training phase that was interrupted (pretrain, discover, rl) continues from its last
+checkpoint, so an interrupted reproduction resumes where it stopped.
 """
 
 from __future__ import annotations

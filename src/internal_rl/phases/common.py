@@ -80,10 +80,15 @@ def synchronize(device: torch.device) -> None:
 
 def run_cached(path: str | Path, run: Callable[[Any], Any], cfg: Any) -> dict:
     """`run(cfg)` unless its result file `path` already exists, whose contents are returned instead
-    (how reproduce and the sweeps resume: finished phases are read back, not retrained)."""
+    (how reproduce and the sweeps resume: finished phases are read back, not retrained). A training
+    phase that was interrupted (its folder `cfg.out` holds a train_state.pt but no result file yet)
+    continues from that checkpoint, as with `--resume`, instead of starting over."""
     path = Path(path)
     if path.exists():
         return json.loads(path.read_text())
+    if getattr(cfg, "resume", True) is False and (Path(cfg.out) / "train_state.pt").exists():
+        print(f"resuming {cfg.out} from its checkpoint")
+        cfg = dataclasses.replace(cfg, resume=True)
     return to_jsonable(run(cfg))
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from internal_rl.experiments import presets
+from internal_rl.experiments.overrides import apply_overrides, parse_overrides
 from internal_rl.phases.common import run_cached, write_json
 
 METHODS = ("internal", "raw", "beta1", "cotrained")
@@ -35,9 +36,15 @@ class ReproduceConfig:
     threads: int = 0
     device: str = "auto"
     """Where every phase trains: 'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
+    overrides: list[str] = field(default_factory=list)
+    """PHASE.FIELD=VALUE changes to the preset's phase configs, applied for every seed and method: e.g.
+    rl.group_size=16 (GRPO groups), rl.episodes=524288, pretrain.model.attn_window=24, discover.alpha=0.1.
+    Phases: data, pretrain, probe, controllers, discover, rl. Recorded in OUT/reproduce.json; a folder made
+    with other settings is refused, so cached phases are never mixed across settings."""
 
 
-def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: int = 0, device: str = "auto") -> dict:
+def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: int = 0, device: str = "auto",
+             overrides: list[str] | None = None) -> dict:
     """Every phase for one seed; returns the per-method RL results and the analysis summaries."""
     from internal_rl.phases.controllers import run_controllers
     from internal_rl.phases.data import run_data
@@ -46,18 +53,20 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
     from internal_rl.phases.probe import run_probe
     from internal_rl.phases.rl import run_rl
 
+    over = parse_overrides(overrides or [])
     data, model = root / "data", root / "pretrain"
     dcfg = presets.data_config(preset, str(data))
     dcfg.seed = seed
-    run_cached(data / "data_stats.json", run_data, dcfg)
+    run_cached(data / "data_stats.json", run_data, apply_overrides("data", dcfg, over))
     pcfg = presets.pretrain_config(preset, str(data), str(model))
     pcfg.seed, pcfg.threads, pcfg.device = seed, threads, device
-    pre = run_cached(model / "results.json", run_pretrain, pcfg)
+    pre = run_cached(model / "results.json", run_pretrain, apply_overrides("pretrain", pcfg, over))
     prcfg = presets.probe_config(preset, str(model), str(data), str(root / "probe"))
     prcfg.device = device
-    probe = run_cached(root / "probe" / "probes.json", run_probe, prcfg)
+    probe = run_cached(root / "probe" / "probes.json", run_probe, apply_overrides("probe", prcfg, over))
     ccfg = presets.controllers_config(preset, str(model), str(data), str(root / "controllers"))
     ccfg.seed, ccfg.device = seed, device
+    ccfg = apply_overrides("controllers", ccfg, over)
     ccfg.layers = ccfg.layers or presets.reproduce_controller_layers(preset, json.loads(
         (model / "config.json").read_text())["model"])
     ctrl = run_cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
@@ -69,13 +78,14 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
         if name is not None:
             dis = presets.discover_config(preset, str(model), str(data), str(root / name), seed=seed, **extra[method])
             dis.device = device
-            seg[method] = run_cached(root / name / "segmentation.json", run_discover, dis)
+            seg[method] = run_cached(root / name / "segmentation.json", run_discover,
+                                     apply_overrides("discover", dis, over))
     rl = {}
     for method in methods:
         rcfg = presets.rl_config(preset, str(model), str(root / (discover_dirs[method] or "discover")),
                                  str(root / f"rl_{method}"), method)
         rcfg.seed, rcfg.device = seed, device
-        rl[method] = run_cached(root / f"rl_{method}" / "results.json", run_rl, rcfg)
+        rl[method] = run_cached(root / f"rl_{method}" / "results.json", run_rl, apply_overrides("rl", rcfg, over))
     return {"pretrain": pre, "probe": probe, "controllers": ctrl, "segmentation": seg, "rl": rl}
 
 
@@ -110,12 +120,39 @@ def summarise(per_seed: list[dict], methods: list[str], preset: str, wall: float
 
 
 def markdown_table(res: dict) -> str:
-    lines = [f"Preset `{res['preset']}`, {res['seeds']} seeds, {res['wall_seconds'] / 60:.1f} min wall.", "",
+    changed = f" with {', '.join(f'`{o}`' for o in res['overrides'])}" if res.get("overrides") else ""
+    lines = [f"Preset `{res['preset']}`{changed}, {res['seeds']} seeds, {res['wall_seconds'] / 60:.1f} min wall.", "",
              "| method | final success (median) | IQR (25–75%) | episodes | env steps |", "|---|---|---|---|---|"]
     for m, r in res["methods"].items():
         lo, hi = r["final_success_iqr"]
         lines.append(f"| {m} | {r['final_success_median']:.3f} | {lo:.3f}–{hi:.3f} | {r['episodes']} | {r['env_steps']} |")
     return "\n".join(lines) + "\n"
+
+
+def check_overrides(preset: str, overrides: list[str], methods: tuple[str, ...] | list[str] = METHODS) -> None:
+    """Apply `overrides` to every phase config of `preset` once (and run the RL config's checks for every
+    method), so that a bad one fails before anything runs."""
+    over = parse_overrides(overrides)
+    for phase, cfg in (("data", presets.data_config(preset, "")), ("pretrain", presets.pretrain_config(preset, "", "")),
+                       ("probe", presets.probe_config(preset, "", "", "")),
+                       ("controllers", presets.controllers_config(preset, "", "", "")),
+                       ("discover", presets.discover_config(preset, "", "", ""))):
+        apply_overrides(phase, cfg, over)
+    for method in methods:
+        apply_overrides("rl", presets.rl_config(preset, "", "", "", method), over).check()
+
+
+def _claim_folder(out: Path, preset: str, overrides: list[str]) -> None:
+    """Record the settings in OUT/reproduce.json; refuse a folder whose cached phases were made with others."""
+    settings = {"preset": preset, "overrides": list(overrides)}
+    path = out / "reproduce.json"
+    if path.exists():
+        before = json.loads(path.read_text())
+        if before != settings:
+            raise ValueError(f"{out} holds a reproduction with {before}, not {settings}; its finished phases would "
+                             "be reused: choose another --out")
+    else:
+        write_json(path, settings)
 
 
 def run_reproduce(cfg: ReproduceConfig) -> dict:
@@ -124,14 +161,18 @@ def run_reproduce(cfg: ReproduceConfig) -> dict:
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown methods {bad}; choose from {METHODS}")
+    check_overrides(cfg.preset, cfg.overrides, cfg.methods)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    _claim_folder(out, cfg.preset, cfg.overrides)
     t0 = time.time()
     per_seed = []
     for seed in range(cfg.seeds):
         print(f"=== seed {seed} ===")
-        per_seed.append(run_seed(cfg.preset, out / f"seed{seed}", seed, cfg.methods, cfg.threads, cfg.device))
+        per_seed.append(run_seed(cfg.preset, out / f"seed{seed}", seed, cfg.methods, cfg.threads, cfg.device,
+                                 cfg.overrides))
     res = summarise(per_seed, cfg.methods, cfg.preset, time.time() - t0)
+    res["overrides"] = list(cfg.overrides)
     write_json(out / "results.json", res)
     (out / "results.md").write_text(markdown_table(res))
     from internal_rl.analysis.plots import plot_success_curves

@@ -95,33 +95,37 @@ class RLConfig:
     resume: bool = False
     progress: bool = True
 
+    def check(self) -> None:
+        """Refuse settings that contradict each other or the method, before any model is loaded."""
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.oracle_switch and self.method == "raw":
+            raise ValueError("oracle_switch applies to z-space methods; raw acts at every step")
+        if self.beta_threshold and not 0.0 < self.beta_threshold < 1.0:
+            raise ValueError(f"beta_threshold must be in (0, 1) (0: the metacontroller's own), got {self.beta_threshold}")
+        if self.beta_threshold and self.method in ("raw", "beta1"):
+            raise ValueError(f"beta_threshold has no effect with method {self.method}: it decides at every step")
+        if self.beta_threshold and self.oracle_switch:
+            raise ValueError("beta_threshold has no effect with oracle_switch, which decides at the true subgoal changes")
+        if self.action_temperature != 1 and self.method == "raw":
+            raise ValueError("action_temperature applies to z-space methods: raw trains the primitive policy "
+                             "itself, whose log-probabilities PPO needs at τ = 1")
+        if self.also_temperatures and self.method == "raw":
+            raise ValueError("also_temperatures applies to z-space methods (raw's policy is its primitive one)")
+        for t in [self.action_temperature, *self.also_temperatures]:
+            check_temperature(t)
+        if self.entropy_coef < 0:
+            raise ValueError(f"entropy_coef must be >= 0 (0: no entropy bonus, the paper's), got {self.entropy_coef}")
+        if self.group_size < 1 or self.batch_size % self.group_size:
+            raise ValueError(f"group_size must divide batch_size {self.batch_size}, got {self.group_size}")
+
 
 class _Agent:
     """What a method trains and how it collects and scores episodes."""
 
     def __init__(self, cfg: RLConfig, device: torch.device = torch.device("cpu")):
         self.cfg = cfg
-        if cfg.method not in METHODS:
-            raise ValueError(f"unknown method {cfg.method!r}; choose one of {', '.join(METHODS)}")
-        if cfg.oracle_switch and cfg.method == "raw":
-            raise ValueError("oracle_switch applies to z-space methods; raw acts at every step")
-        if cfg.beta_threshold and not 0.0 < cfg.beta_threshold < 1.0:
-            raise ValueError(f"beta_threshold must be in (0, 1) (0: the metacontroller's own), got {cfg.beta_threshold}")
-        if cfg.beta_threshold and cfg.method in ("raw", "beta1"):
-            raise ValueError(f"beta_threshold has no effect with method {cfg.method}: it decides at every step")
-        if cfg.beta_threshold and cfg.oracle_switch:
-            raise ValueError("beta_threshold has no effect with oracle_switch, which decides at the true subgoal changes")
-        if cfg.action_temperature != 1 and cfg.method == "raw":
-            raise ValueError("action_temperature applies to z-space methods: raw trains the primitive policy "
-                             "itself, whose log-probabilities PPO needs at τ = 1")
-        if cfg.also_temperatures and cfg.method == "raw":
-            raise ValueError("also_temperatures applies to z-space methods (raw's policy is its primitive one)")
-        for t in [cfg.action_temperature, *cfg.also_temperatures]:
-            check_temperature(t)
-        if cfg.entropy_coef < 0:
-            raise ValueError(f"entropy_coef must be >= 0 (0: no entropy bonus, the paper's), got {cfg.entropy_coef}")
-        if cfg.group_size < 1 or cfg.batch_size % cfg.group_size:
-            raise ValueError(f"group_size must divide batch_size {cfg.batch_size}, got {cfg.group_size}")
+        cfg.check()
         if cfg.method == "raw":
             self.model = SequenceModel.from_pretrained(cfg.model)
             self.net = self.model

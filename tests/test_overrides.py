@@ -63,9 +63,10 @@ def test_the_configs_own_checks_run_on_the_changed_configs():
 def test_reproduce_runs_the_phases_with_the_overrides_and_guards_its_folder(tmp_path):
     over = ["rl.group_size=4", "discover.steps=6", "rl.episodes=48"]
     res = run_reproduce(ReproduceConfig(preset="smoke", seeds=1, out=str(tmp_path), methods=["internal"],
-                                        overrides=over))
+                                        overrides=over, progress=False))
     rl = json.loads((tmp_path / "seed0" / "rl_internal" / "config.json").read_text())["rl"]
-    assert rl["group_size"] == 4 and rl["episodes"] == 48 and rl["seed"] == 0
+    assert rl["group_size"] == 4 and rl["episodes"] == 48 and rl["seed"] == 0 and rl["progress"] is False
+    assert rl["batch_size"] == presets.rl_config("smoke", "", "", "").batch_size  # the rest is the preset's
     assert json.loads((tmp_path / "seed0" / "discover" / "config.json").read_text())["discover"]["steps"] == 6
     assert res["methods"]["internal"]["episodes"] == 48 and res["overrides"] == over
     assert "`rl.group_size=4`" in (tmp_path / "results.md").read_text()

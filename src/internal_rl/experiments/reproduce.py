@@ -36,6 +36,8 @@ class ReproduceConfig:
     threads: int = 0
     device: str = "auto"
     """Where every phase trains: 'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
+    progress: bool = True
+    """Progress bars of the phases (--no-progress for logs without them)."""
     overrides: list[str] = field(default_factory=list)
     """PHASE.FIELD=VALUE changes to the preset's phase configs, applied for every seed and method: e.g.
     rl.group_size=16 (GRPO groups), rl.episodes=524288, pretrain.model.attn_window=24, discover.alpha=0.1.
@@ -44,7 +46,7 @@ class ReproduceConfig:
 
 
 def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: int = 0, device: str = "auto",
-             overrides: list[str] | None = None) -> dict:
+             overrides: list[str] | None = None, progress: bool = True) -> dict:
     """Every phase for one seed; returns the per-method RL results and the analysis summaries."""
     from internal_rl.phases.controllers import run_controllers
     from internal_rl.phases.data import run_data
@@ -54,19 +56,26 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
     from internal_rl.phases.rl import run_rl
 
     over = parse_overrides(overrides or [])
+
+    def configured(phase: str, cfg):
+        """A phase's config after --no-progress and the overrides (reproduce's own settings come first)."""
+        if not progress and hasattr(cfg, "progress"):
+            cfg.progress = False
+        return apply_overrides(phase, cfg, over)
+
     data, model = root / "data", root / "pretrain"
     dcfg = presets.data_config(preset, str(data))
     dcfg.seed = seed
-    run_cached(data / "data_stats.json", run_data, apply_overrides("data", dcfg, over))
+    run_cached(data / "data_stats.json", run_data, configured("data", dcfg))
     pcfg = presets.pretrain_config(preset, str(data), str(model))
     pcfg.seed, pcfg.threads, pcfg.device = seed, threads, device
-    pre = run_cached(model / "results.json", run_pretrain, apply_overrides("pretrain", pcfg, over))
+    pre = run_cached(model / "results.json", run_pretrain, configured("pretrain", pcfg))
     prcfg = presets.probe_config(preset, str(model), str(data), str(root / "probe"))
     prcfg.device = device
-    probe = run_cached(root / "probe" / "probes.json", run_probe, apply_overrides("probe", prcfg, over))
+    probe = run_cached(root / "probe" / "probes.json", run_probe, configured("probe", prcfg))
     ccfg = presets.controllers_config(preset, str(model), str(data), str(root / "controllers"))
     ccfg.seed, ccfg.device = seed, device
-    ccfg = apply_overrides("controllers", ccfg, over)
+    ccfg = configured("controllers", ccfg)
     ccfg.layers = ccfg.layers or presets.reproduce_controller_layers(preset, json.loads(
         (model / "config.json").read_text())["model"])
     ctrl = run_cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
@@ -79,13 +88,13 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
             dis = presets.discover_config(preset, str(model), str(data), str(root / name), seed=seed, **extra[method])
             dis.device = device
             seg[method] = run_cached(root / name / "segmentation.json", run_discover,
-                                     apply_overrides("discover", dis, over))
+                                     configured("discover", dis))
     rl = {}
     for method in methods:
         rcfg = presets.rl_config(preset, str(model), str(root / (discover_dirs[method] or "discover")),
                                  str(root / f"rl_{method}"), method)
         rcfg.seed, rcfg.device = seed, device
-        rl[method] = run_cached(root / f"rl_{method}" / "results.json", run_rl, apply_overrides("rl", rcfg, over))
+        rl[method] = run_cached(root / f"rl_{method}" / "results.json", run_rl, configured("rl", rcfg))
     return {"pretrain": pre, "probe": probe, "controllers": ctrl, "segmentation": seg, "rl": rl}
 
 
@@ -170,7 +179,7 @@ def run_reproduce(cfg: ReproduceConfig) -> dict:
     for seed in range(cfg.seeds):
         print(f"=== seed {seed} ===")
         per_seed.append(run_seed(cfg.preset, out / f"seed{seed}", seed, cfg.methods, cfg.threads, cfg.device,
-                                 cfg.overrides))
+                                 cfg.overrides, cfg.progress))
     res = summarise(per_seed, cfg.methods, cfg.preset, time.time() - t0)
     res["overrides"] = list(cfg.overrides)
     write_json(out / "results.json", res)

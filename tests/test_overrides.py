@@ -16,8 +16,8 @@ def _apply(phase, cfg, *items):
 
 def test_values_are_parsed_by_the_fields_type():
     rl = _apply("rl", presets.rl_config("quick", "m", "d", "o"), "rl.group_size=16", "rl.lr=1e-4",
-                "rl.also_temperatures=0,0.5", "rl.progress=false", "rl.method=raw")
-    assert (rl.group_size, rl.lr, rl.also_temperatures, rl.progress, rl.method) == (16, 1e-4, [0.0, 0.5], False, "raw")
+                "rl.also_temperatures=0,0.5", "rl.progress=false", "rl.task=0-1-2-3")
+    assert (rl.group_size, rl.lr, rl.also_temperatures, rl.progress, rl.task) == (16, 1e-4, [0.0, 0.5], False, "0-1-2-3")
     assert isinstance(rl.group_size, int) and all(isinstance(t, float) for t in rl.also_temperatures)
     pre = presets.pretrain_config("quick", "d", "o")
     changed = _apply("pretrain", pre, "pretrain.model.attn_window=24", "pretrain.model.attn_window_layers=0,1",
@@ -40,6 +40,8 @@ def test_values_are_parsed_by_the_fields_type():
     ("rl.seed=3", "reproduce sets 'seed' itself"),
     ("rl.out=/tmp/x", "reproduce sets 'out' itself"),
     ("pretrain.model=big", "group of fields"),
+    ("rl.method=raw", "defines the compared methods"),
+    ("discover.cotrain=true", "defines the compared methods"),
     ("pretrain.lr.x=1", "lr has no sub-fields"),
 ])
 def test_bad_overrides_fail_with_a_clear_message_before_anything_runs(item, message, tmp_path):
@@ -76,3 +78,5 @@ def test_reproduce_runs_the_phases_with_the_overrides_and_guards_its_folder(tmp_
     again = run_reproduce(ReproduceConfig(preset="smoke", seeds=1, out=str(tmp_path), methods=["internal"],
                                           overrides=over))  # the same settings: every phase read back
     assert again["methods"] == res["methods"]
+    assert res["phases_read_back"] == 0 and again["phases_read_back"] == 6  # data, pretrain, probe, controllers,
+    assert "6 phases finished by an earlier invocation" in (tmp_path / "results.md").read_text()  # discover, rl

@@ -119,6 +119,7 @@ def test_reproduce_continues_an_interrupted_phase_from_its_checkpoint(tmp_path, 
         monkeypatch.setattr(mod, name, spy)
     again = run_reproduce(cfg)
     assert calls == {"run_pretrain": True, "run_rl": True}  # discover finished: read back, not called
+    assert again["phases_read_back"] == 4  # data, probe, controllers, discover
     assert (d / "pretrain" / "metrics.csv").read_text() == rows  # no step trained twice
     steps = json.loads((d / "pretrain" / "config.json").read_text())["pretrain"]["steps"]
     assert json.loads((d / "pretrain" / "results.json").read_text())["steps"] == steps

@@ -15,6 +15,8 @@ from typing import Any
 PHASES = ("data", "pretrain", "probe", "controllers", "discover", "rl")
 MANAGED = ("out", "seed", "data", "model", "discover", "device", "resume")
 """Fields that reproduce sets itself (run folders, the seed, the device): not overridable."""
+METHOD_FIELDS = {"rl": ("method",), "discover": ("always_switch", "cotrain")}
+"""Fields that define the compared methods (internal, raw, beta1, cotrained): chosen with --methods instead."""
 
 
 def parse_overrides(items: list[str]) -> dict[str, list[tuple[list[str], str]]]:
@@ -81,5 +83,7 @@ def apply_overrides(phase: str, cfg: Any, overrides: dict[str, list[tuple[list[s
         where = f"override {phase}.{'.'.join(path)}={text}"
         if len(path) == 1 and path[0] in MANAGED and not dataclasses.is_dataclass(getattr(cfg, path[0], None)):
             raise ValueError(f"{where}: reproduce sets {path[0]!r} itself (run folders, seeds and --device)")
+        if len(path) == 1 and path[0] in METHOD_FIELDS.get(phase, ()):
+            raise ValueError(f"{where}: {path[0]!r} defines the compared methods; choose them with --methods")
         cfg = _with(cfg, path, text, where)
     return cfg

@@ -56,6 +56,13 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
     from internal_rl.phases.rl import run_rl
 
     over = parse_overrides(overrides or [])
+    read_back: list[str] = []
+
+    def cached(path: Path, run, cfg) -> dict:
+        """run_cached, noting the phases whose results an earlier invocation wrote."""
+        if path.exists():
+            read_back.append(str(path.parent.relative_to(root)))
+        return run_cached(path, run, cfg)
 
     def configured(phase: str, cfg):
         """A phase's config after --no-progress and the overrides (reproduce's own settings come first)."""
@@ -66,19 +73,19 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
     data, model = root / "data", root / "pretrain"
     dcfg = presets.data_config(preset, str(data))
     dcfg.seed = seed
-    run_cached(data / "data_stats.json", run_data, configured("data", dcfg))
+    cached(data / "data_stats.json", run_data, configured("data", dcfg))
     pcfg = presets.pretrain_config(preset, str(data), str(model))
     pcfg.seed, pcfg.threads, pcfg.device = seed, threads, device
-    pre = run_cached(model / "results.json", run_pretrain, configured("pretrain", pcfg))
+    pre = cached(model / "results.json", run_pretrain, configured("pretrain", pcfg))
     prcfg = presets.probe_config(preset, str(model), str(data), str(root / "probe"))
     prcfg.device = device
-    probe = run_cached(root / "probe" / "probes.json", run_probe, configured("probe", prcfg))
+    probe = cached(root / "probe" / "probes.json", run_probe, configured("probe", prcfg))
     ccfg = presets.controllers_config(preset, str(model), str(data), str(root / "controllers"))
     ccfg.seed, ccfg.device = seed, device
     ccfg = configured("controllers", ccfg)
     ccfg.layers = ccfg.layers or presets.reproduce_controller_layers(preset, json.loads(
         (model / "config.json").read_text())["model"])
-    ctrl = run_cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
+    ctrl = cached(root / "controllers" / "controllers.json", run_controllers, ccfg)
     discover_dirs = {"internal": "discover", "raw": None, "beta1": "discover_beta1", "cotrained": "discover_cotrained"}
     extra = {"internal": {}, "beta1": {"always_switch": True}, "cotrained": {"cotrain": True}}
     seg = {}
@@ -87,15 +94,15 @@ def run_seed(preset: str, root: Path, seed: int, methods: list[str], threads: in
         if name is not None:
             dis = presets.discover_config(preset, str(model), str(data), str(root / name), seed=seed, **extra[method])
             dis.device = device
-            seg[method] = run_cached(root / name / "segmentation.json", run_discover,
+            seg[method] = cached(root / name / "segmentation.json", run_discover,
                                      configured("discover", dis))
     rl = {}
     for method in methods:
         rcfg = presets.rl_config(preset, str(model), str(root / (discover_dirs[method] or "discover")),
                                  str(root / f"rl_{method}"), method)
         rcfg.seed, rcfg.device = seed, device
-        rl[method] = run_cached(root / f"rl_{method}" / "results.json", run_rl, configured("rl", rcfg))
-    return {"pretrain": pre, "probe": probe, "controllers": ctrl, "segmentation": seg, "rl": rl}
+        rl[method] = cached(root / f"rl_{method}" / "results.json", run_rl, configured("rl", rcfg))
+    return {"pretrain": pre, "probe": probe, "controllers": ctrl, "segmentation": seg, "rl": rl, "read_back": read_back}
 
 
 def _iqr(x: list[float]) -> list[float]:
@@ -104,7 +111,9 @@ def _iqr(x: list[float]) -> list[float]:
 
 def summarise(per_seed: list[dict], methods: list[str], preset: str, wall: float) -> dict:
     """Medians and IQRs over seeds for every method and the analysis figures."""
-    res: dict = {"preset": preset, "wall_seconds": wall, "seeds": len(per_seed), "methods": {}}
+    res: dict = {"preset": preset, "wall_seconds": wall, "seeds": len(per_seed), "methods": {},
+                 # wall_seconds is this invocation's: phases finished by an earlier one are read back, not timed
+                 "phases_read_back": sum(len(s.get("read_back", [])) for s in per_seed)}
     for m in methods:
         finals = [s["rl"][m]["final_success"] for s in per_seed]
         res["methods"][m] = {
@@ -130,7 +139,10 @@ def summarise(per_seed: list[dict], methods: list[str], preset: str, wall: float
 
 def markdown_table(res: dict) -> str:
     changed = f" with {', '.join(f'`{o}`' for o in res['overrides'])}" if res.get("overrides") else ""
-    lines = [f"Preset `{res['preset']}`{changed}, {res['seeds']} seeds, {res['wall_seconds'] / 60:.1f} min wall.", "",
+    earlier = (f" ({res['phases_read_back']} phases finished by an earlier invocation were read back, not timed)"
+               if res.get("phases_read_back") else "")
+    lines = [f"Preset `{res['preset']}`{changed}, {res['seeds']} seeds, {res['wall_seconds'] / 60:.1f} min wall"
+             f"{earlier}.", "",
              "| method | final success (median) | IQR (25–75%) | episodes | env steps |", "|---|---|---|---|---|"]
     for m, r in res["methods"].items():
         lo, hi = r["final_success_iqr"]

@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -414,3 +416,39 @@ def test_raw_logp_entropy_is_the_categorical_entropy():
         logits = model(rr.inputs[:, :T], prev_actions_of(rr.actions)).action_logits
     torch.testing.assert_close(lp, raw_logp(model, rr, torch.arange(3)))
     torch.testing.assert_close(ent, torch.distributions.Categorical(logits=logits.float()).entropy())
+
+
+def test_update_diagnostics_match_a_loop_and_ignore_padding():
+    """approx_kl = mean over valid decisions of (ρ − 1) − log ρ; clip fraction = share with |ρ − 1| > ε."""
+    from internal_rl.rl.objective import update_diagnostics
+
+    g = torch.Generator().manual_seed(3)
+    logp, old = torch.randn(5, 4, generator=g, dtype=torch.float64), torch.randn(5, 4, generator=g, dtype=torch.float64)
+    mask = torch.rand(5, 4, generator=g) < 0.6
+    kl, frac = update_diagnostics(logp, old, mask, 0.2)
+    terms, outside = [], []
+    for b in range(5):
+        for k in range(4):
+            if mask[b, k]:
+                r = math.exp(float(logp[b, k] - old[b, k]))
+                terms.append((r - 1) - math.log(r))
+                outside.append(abs(r - 1) > 0.2)
+    assert kl == pytest.approx(sum(terms) / len(terms), rel=1e-6) and kl > 0
+    assert frac == pytest.approx(sum(outside) / len(outside))
+    padded = logp.masked_fill(~mask, 50.0)  # padding holds anything: it must not count
+    assert update_diagnostics(padded, old, mask, 0.2) == pytest.approx((kl, frac), rel=1e-6)
+    assert update_diagnostics(old, old, mask, 0.2) == (0.0, 0.0)  # an unchanged policy moved nowhere
+
+
+def test_ppo_update_reports_how_far_the_policy_moved():
+    torch.manual_seed(0)
+    pol = LatentPolicy(32, 4, width=16)
+    ro = _entropy_rollouts()
+    with torch.no_grad():
+        ro.old_logp = latent_logp(pol, ro, torch.arange(8))  # the collecting policy is this one
+    opt = torch.optim.Adam(pol.parameters(), lr=1e-2)
+    fn = lambda r, i: latent_logp(pol, r, i)  # noqa: E731
+    stats = ppo_update(fn, list(pol.parameters()), opt, ro, 1, 1, 0.2, 1e-3, 1.0, torch.Generator().manual_seed(0))
+    assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-10) and stats["clip_fraction"] == 0.0  # one step: before it
+    stats = ppo_update(fn, list(pol.parameters()), opt, ro, 3, 2, 0.2, 1e-3, 1.0, torch.Generator().manual_seed(0))
+    assert stats["approx_kl"] > 1e-6 and 0.0 <= stats["clip_fraction"] <= 1.0

@@ -345,7 +345,8 @@ def _grpo(cfg: BabyAIConfig, model, mc, layer: int, pool: _EnvPool, folder: Path
         curve.append({"iteration": it + 1, "episodes": episodes, "env_steps": env_steps, "success": sr,
                       "groups_with_signal": mixed})
         logger.log(it + 1, success=sr, groups_with_signal=mixed, episodes=episodes, env_steps=env_steps,
-                   decisions_per_episode=decisions, loss=stats["loss"], seconds=time.time() - t0)
+                   decisions_per_episode=decisions, loss=stats["loss"], approx_kl=stats.get("approx_kl", 0.0),
+                   clip_fraction=stats.get("clip_fraction", 0.0), seconds=time.time() - t0)
         bar.set_postfix(success=f"{sr:.3f}", decisions=f"{decisions:.1f}")
     bar.close()
     logger.close()

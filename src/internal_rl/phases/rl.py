@@ -210,7 +210,8 @@ def run_rl(cfg: RLConfig) -> dict:
         curve.append({"episodes": episodes, "env_steps": env_steps, "success": sr})
         extra = {"entropy": stats["entropy"]} if "entropy" in stats else {}
         logger.log(it, success=sr, episodes=episodes, env_steps=env_steps, decisions_per_episode=decisions,
-                   loss=stats["loss"], seconds=time.time() - t0, **extra)
+                   loss=stats["loss"], approx_kl=stats.get("approx_kl", 0.0),
+                   clip_fraction=stats.get("clip_fraction", 0.0), seconds=time.time() - t0, **extra)
         bar.update(1)
         bar.set_postfix(success=f"{sr:.3f}", decisions=f"{decisions:.1f}")
         if it % 10 == 0 or it == iterations:

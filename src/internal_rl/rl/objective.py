@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["clipped_surrogate", "episode_advantages"]
+__all__ = ["clipped_surrogate", "episode_advantages", "update_diagnostics"]
 
 
 def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1) -> Tensor:
@@ -32,3 +32,17 @@ def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor,
     obj = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
     m = mask.to(obj.dtype)
     return -(obj * m).sum() / m.sum().clamp(min=1)
+
+
+@torch.no_grad()
+def update_diagnostics(logp: Tensor, old_logp: Tensor, mask: Tensor, clip: float) -> tuple[float, float]:
+    """(approx_kl, clip_fraction) over the valid decisions: KL(π_old ‖ π_new) estimated as mean((ρ − 1) − log ρ)
+    (non-negative, unbiased), and the share of decisions whose ratio ρ lies outside [1 − ε, 1 + ε]. How far
+    an update moved the policy: a KL near 0 with no clipping says the policy has stopped changing."""
+    log_ratio = (logp - old_logp).float()
+    ratio = log_ratio.exp()
+    m = mask.float()
+    n = m.sum().clamp(min=1)
+    kl = (((ratio - 1) - log_ratio) * m).sum() / n
+    clipped = (((ratio - 1).abs() > clip).float() * m).sum() / n
+    return float(kl), float(clipped)

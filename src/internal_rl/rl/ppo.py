@@ -20,7 +20,7 @@ from torch import Tensor
 
 from internal_rl.envs.pinpad import BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
-from internal_rl.rl.objective import clipped_surrogate, episode_advantages
+from internal_rl.rl.objective import clipped_surrogate, episode_advantages, update_diagnostics
 from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy, gaussian_entropy, gaussian_logp
 
@@ -193,6 +193,7 @@ def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, 
     n = ro.returns.shape[0]
     losses, entropies = [], []
     for _ in range(epochs):
+        kls, clipped = [], []  # kept for the last epoch only
         perm = torch.randperm(n, generator=generator).to(ro.returns.device)
         for idx in perm.chunk(minibatches):
             if entropy_coef:
@@ -200,6 +201,9 @@ def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, 
             else:
                 logp = logp_fn(ro, idx)
             loss = clipped_surrogate(logp, ro.old_logp[idx], adv[idx], ro.mask[idx], clip)
+            kl, frac = update_diagnostics(logp, ro.old_logp[idx], ro.mask[idx], clip)
+            kls.append(kl)
+            clipped.append(frac)
             if entropy_coef:
                 m = ro.mask[idx].to(ent.dtype)
                 mean_ent = (ent * m).sum() / m.sum().clamp(min=1)
@@ -211,7 +215,9 @@ def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, 
                 torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
             optimizer.step()
             losses.append(loss.item())
-    stats = {"loss": float(np.mean(losses)), "skipped": 0.0}
+    stats = {"loss": float(np.mean(losses)), "skipped": 0.0,
+             # the last epoch's minibatches: how far this update moved the policy from the one that collected
+             "approx_kl": float(np.mean(kls)), "clip_fraction": float(np.mean(clipped))}
     if entropies:
         stats["entropy"] = float(np.mean(entropies))
     return stats

@@ -70,7 +70,7 @@ def test_reproduce_runs_the_phases_with_the_overrides_and_guards_its_folder(tmp_
     assert rl["group_size"] == 4 and rl["episodes"] == 48 and rl["seed"] == 0 and rl["progress"] is False
     assert rl["batch_size"] == presets.rl_config("smoke", "", "", "").batch_size  # the rest is the preset's
     header = (tmp_path / "seed0" / "rl_internal" / "metrics.csv").read_text().splitlines()[0].split(",")
-    assert {"approx_kl", "clip_fraction", "success", "loss"} <= set(header)
+    assert {"approx_kl", "clip_fraction", "policy_std", "success", "loss"} <= set(header)
     assert json.loads((tmp_path / "seed0" / "discover" / "config.json").read_text())["discover"]["steps"] == 6
     assert res["methods"]["internal"]["episodes"] == 48 and res["overrides"] == over
     assert "`rl.group_size=4`" in (tmp_path / "results.md").read_text()

@@ -452,3 +452,15 @@ def test_ppo_update_reports_how_far_the_policy_moved():
     assert stats["approx_kl"] == pytest.approx(0.0, abs=1e-10) and stats["clip_fraction"] == 0.0  # one step: before it
     stats = ppo_update(fn, list(pol.parameters()), opt, ro, 3, 2, 0.2, 1e-3, 1.0, torch.Generator().manual_seed(0))
     assert stats["approx_kl"] > 1e-6 and 0.0 <= stats["clip_fraction"] <= 1.0
+
+
+def test_collected_policy_std_matches_the_parallel_pass_and_is_zero_at_padding():
+    model, mc = tiny_model(), tiny_mc()
+    torch.manual_seed(0)
+    pol = LatentPolicy(32, 4, width=16)
+    torch.nn.init.normal_(pol.head.weight, std=0.3)  # a σ that varies with the input
+    ro = collect_latent(OptionCore(model, mc, 1, 8, seed=1), pol, seed=2)
+    with torch.no_grad():
+        _, logstd = pol(ro.inputs, ro.mask)
+    torch.testing.assert_close(ro.policy_std[ro.mask], logstd.exp().mean(-1)[ro.mask], atol=1e-5, rtol=1e-5)
+    assert bool((ro.policy_std[~ro.mask] == 0).all()) and ro.policy_std[ro.mask].std() > 0

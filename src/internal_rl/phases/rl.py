@@ -209,6 +209,8 @@ def run_rl(cfg: RLConfig) -> dict:
         decisions = float(ro.mask.sum(1).float().mean())
         curve.append({"episodes": episodes, "env_steps": env_steps, "success": sr})
         extra = {"entropy": stats["entropy"]} if "entropy" in stats else {}
+        if ro.policy_std is not None:  # z-space methods: how much the policy still explores
+            extra["policy_std"] = float(ro.policy_std[ro.mask].mean())
         logger.log(it, success=sr, episodes=episodes, env_steps=env_steps, decisions_per_episode=decisions,
                    loss=stats["loss"], approx_kl=stats.get("approx_kl", 0.0),
                    clip_fraction=stats.get("clip_fraction", 0.0), seconds=time.time() - t0, **extra)

@@ -45,6 +45,9 @@ class Rollouts:
     """Correct colours visited per episode (B,), for analysis."""
     wrong_colour: Tensor | None = None
     """The colour a failed episode ended by entering, −1 for the others (B,), for analysis."""
+    policy_std: Tensor | None = None
+    """z-space policies: the mean σ of π(z|·) over z's dimensions at each decision (B, K), 0 at padding; how
+    much the policy still explores (the prior's σ is 1)."""
 
 
 def _outcomes(env: BatchedPinPad) -> tuple[Tensor | None, ...]:
@@ -65,6 +68,7 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     E = torch.zeros(n, cap, D, device=dev)
     Z = torch.zeros(n, cap, policy.n_z, device=dev)
     LP = torch.zeros(n, cap, device=dev)
+    S = torch.zeros(n, cap, device=dev)
     K = torch.zeros(n, dtype=torch.long, device=dev)
     state = policy.initial_state(n)
     returns = torch.zeros(n, device=dev)
@@ -75,7 +79,7 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
         if bool(need.any()):  # only episodes whose switch fired make a decision (and advance the policy)
             r = rows[need]
             if int(K[r].max()) >= E.shape[1]:
-                E, Z, LP = (torch.cat([x, torch.zeros_like(x)], 1)[:, :T] for x in (E, Z, LP))
+                E, Z, LP, S = (torch.cat([x, torch.zeros_like(x)], 1)[:, :T] for x in (E, Z, LP, S))
             e_r = core.e[r].float()
             mean, logstd, new_sub = policy.step(e_r, [type(s)(*(t[r] for t in s)) for s in state])
             z_r = mean + logstd.exp() * torch.randn(mean.shape, generator=g).to(dev)
@@ -85,6 +89,7 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
             E[r, K[r]] = e_r
             Z[r, K[r]] = z_r
             LP[r, K[r]] = gaussian_logp(z_r, mean, logstd)
+            S[r, K[r]] = logstd.exp().mean(-1)
             K[r] += 1
             z[r] = z_r
         reward, _, need = core.advance(z, need)
@@ -92,7 +97,7 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
     kmax = max(int(K.max()), 1)
     mask = torch.arange(kmax, device=dev)[None] < K[:, None]
     env = core.env
-    return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns, *_outcomes(env))
+    return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns, *_outcomes(env), policy_std=S[:, :kmax])
 
 
 def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor,

@@ -197,8 +197,8 @@ def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, 
         return {"loss": 0.0, "skipped": 1.0}
     n = ro.returns.shape[0]
     losses, entropies = [], []
-    for _ in range(epochs):
-        kls, clipped = [], []  # kept for the last epoch only
+    kls, clipped = [], []  # measured in the last epoch only (each value is a host sync)
+    for epoch in range(epochs):
         perm = torch.randperm(n, generator=generator).to(ro.returns.device)
         for idx in perm.chunk(minibatches):
             if entropy_coef:
@@ -206,9 +206,10 @@ def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, 
             else:
                 logp = logp_fn(ro, idx)
             loss = clipped_surrogate(logp, ro.old_logp[idx], adv[idx], ro.mask[idx], clip)
-            kl, frac = update_diagnostics(logp, ro.old_logp[idx], ro.mask[idx], clip)
-            kls.append(kl)
-            clipped.append(frac)
+            if epoch == epochs - 1:
+                kl, frac = update_diagnostics(logp, ro.old_logp[idx], ro.mask[idx], clip)
+                kls.append(kl)
+                clipped.append(frac)
             if entropy_coef:
                 m = ro.mask[idx].to(ent.dtype)
                 mean_ent = (ent * m).sum() / m.sum().clamp(min=1)

@@ -302,6 +302,20 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     with pytest.raises(ValueError, match="entropy_coef must be >= 0"):
         run_rl(cfg)
     assert not (tmp_path / "entropy_bad").exists()
+    # a floor on the policy's σ: the run keeps it, logs σ at or above it, and scores the mean z too
+    cfg.entropy_coef, cfg.min_std, cfg.out = 0.0, 0.5, str(tmp_path / "floor")
+    floor = run_rl(cfg)
+    assert 0.0 <= floor["final_success_mean_z"] <= 1.0 and 0.0 <= whole["final_success_mean_z"] <= 1.0
+    rows = list(csv.DictReader(open(tmp_path / "floor" / "metrics.csv")))
+    assert rows and all(float(r["policy_std"]) >= 0.5 - 1e-6 for r in rows)
+    for bad, msg in ((1.5, "min_std must be in"), (-0.5, "min_std must be in")):
+        cfg.min_std, cfg.out = bad, str(tmp_path / "floor_bad")
+        with pytest.raises(ValueError, match=msg):
+            run_rl(cfg)
+    cfg.min_std, cfg.method = 0.5, "raw"
+    with pytest.raises(ValueError, match="min_std applies to z-space methods"):
+        run_rl(cfg)
+    assert not (tmp_path / "floor_bad").exists()
 
 
 def _check_endings(res: dict, task_len: int = 12) -> None:

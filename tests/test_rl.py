@@ -464,3 +464,40 @@ def test_collected_policy_std_matches_the_parallel_pass_and_is_zero_at_padding()
         _, logstd = pol(ro.inputs, ro.mask)
     torch.testing.assert_close(ro.policy_std[ro.mask], logstd.exp().mean(-1)[ro.mask], atol=1e-5, rtol=1e-5)
     assert bool((ro.policy_std[~ro.mask] == 0).all()) and ro.policy_std[ro.mask].std() > 0
+
+
+def test_policy_std_floor_clamps_sigma_and_stops_its_gradient_below():
+    torch.manual_seed(0)
+    e = torch.randn(3, 5, 32)
+    free, floored = LatentPolicy(32, 4, width=16), LatentPolicy(32, 4, width=16, min_std=0.5)
+    floored.load_state_dict(free.state_dict())
+    with torch.no_grad():  # log σ = −3 on dims 0–1 (below the floor), +0.2 on dims 2–3 (above it)
+        for p in (free, floored):
+            p.head.bias[4:] = torch.tensor([-3.0, -3.0, 0.2, 0.2])
+    m0, s0 = free(e)
+    m1, s1 = floored(e)
+    torch.testing.assert_close(m1, m0)
+    torch.testing.assert_close(s0[..., :2], torch.full_like(s0[..., :2], -3.0))
+    torch.testing.assert_close(s1[..., :2], torch.full_like(s1[..., :2], math.log(0.5)))
+    torch.testing.assert_close(s1[..., 2:], s0[..., 2:])
+    s1.sum().backward()  # the floored dims pass no gradient to σ's head; the others do
+    assert torch.all(floored.head.bias.grad[4:6] == 0) and torch.all(floored.head.bias.grad[6:] == 15)
+    assert LatentPolicy(32, 4, width=16, min_std=0.0).min_logstd == -5.0  # no floor: the usual clamp
+    for bad in (-0.1, 8.0):
+        with pytest.raises(ValueError, match="min_std"):
+            LatentPolicy(32, 4, width=16, min_std=bad)
+
+
+def test_collect_with_mean_z_acts_with_the_policy_mean():
+    model, mc = tiny_model(), tiny_mc()
+    torch.manual_seed(0)
+    pol = LatentPolicy(32, 4, width=16)
+    torch.nn.init.normal_(pol.head.weight, std=0.3)
+    ro = collect_latent(OptionCore(model, mc, 1, 8, seed=1), pol, seed=2, mean_z=True)
+    with torch.no_grad():
+        mean, logstd = pol(ro.inputs, ro.mask)
+    torch.testing.assert_close(ro.actions[ro.mask], mean[ro.mask], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(ro.old_logp[ro.mask], gaussian_logp(mean, mean, logstd)[ro.mask], atol=1e-4, rtol=1e-4)
+    drawn = collect_latent(OptionCore(model, mc, 1, 8, seed=1), pol, seed=2)  # the same episodes, z drawn
+    first = drawn.mask[:, 0]
+    assert not torch.allclose(drawn.actions[:, 0][first], mean[:, 0][first])

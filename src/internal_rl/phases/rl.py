@@ -86,6 +86,10 @@ class RLConfig:
     raw: the categorical over primitive actions). 0, the default, is the paper's (no bonus). Like the rest of the
     update it is skipped in batches whose returns all tie (e.g. no success yet)."""
     policy_width: int = 256
+    min_std: float = 0.0
+    """A floor on the z-policy's σ per dimension (0, the default: none, the paper's). Exploration that never
+    narrows: a GRPO group whose 16 draws of z all fail gives no signal, and a floor keeps its draws apart.
+    Acting with the mean, `final_success_mean_z`, then scores the policy without the floor's noise."""
     eval_episodes: int = 256
     """Fresh post-training episodes for the final success rate."""
     seed: int = 0
@@ -116,6 +120,10 @@ class RLConfig:
             check_temperature(t)
         if self.entropy_coef < 0:
             raise ValueError(f"entropy_coef must be >= 0 (0: no entropy bonus, the paper's), got {self.entropy_coef}")
+        if self.min_std and self.method == "raw":
+            raise ValueError("min_std applies to z-space methods (raw acts with the base's categorical policy)")
+        if not 0.0 <= self.min_std <= 1.0:
+            raise ValueError(f"min_std must be in [0, 1] (σ of the prior is 1; 0: no floor), got {self.min_std}")
         if self.group_size < 1 or self.batch_size % self.group_size:
             raise ValueError(f"group_size must divide batch_size {self.batch_size}, got {self.group_size}")
 
@@ -136,21 +144,23 @@ class _Agent:
             self.mc, self.layer = load_metacontroller(cfg.discover)
             for p in self.mc.parameters():
                 p.requires_grad_(False)
-            self.net = LatentPolicy(self.model.config.d_model, self.mc.config.n_z, cfg.policy_width)
+            self.net = LatentPolicy(self.model.config.d_model, self.mc.config.n_z, cfg.policy_width,
+                                    min_std=cfg.min_std)
             self.mc.to(device)
         self.model.to(device)
         self.net.to(device)
 
-    def collect(self, n: int, seed: int, temperature: float | None = None, group_size: int = 1):
+    def collect(self, n: int, seed: int, temperature: float | None = None, group_size: int = 1,
+                mean_z: bool = False):
         """`n` episodes (in layout groups of `group_size`); z-space methods act at `temperature` (None: the
-        run's action_temperature)."""
+        run's action_temperature), with the policy's mean z when `mean_z`."""
         if self.cfg.method == "raw":
             return collect_raw(self.model, BatchedPinPad(n, seed=seed), self.cfg.task, seed, group_size)
         tau = self.cfg.action_temperature if temperature is None else temperature
         core = OptionCore(self.model, self.mc, self.layer, n, self.cfg.task, seed=seed,
                           oracle_switch=self.cfg.oracle_switch, action_temperature=tau, group_size=group_size,
                           beta_threshold=self.cfg.beta_threshold or None)
-        return collect_latent(core, self.net, seed)
+        return collect_latent(core, self.net, seed, mean_z)
 
     def logp(self, ro, idx, with_entropy: bool = False):
         self.net.train()
@@ -159,10 +169,11 @@ class _Agent:
         return latent_logp(self.net, ro, idx, with_entropy)
 
 
-def evaluate_agent(agent: _Agent, episodes: int, seed: int, temperature: float | None = None) -> dict:
-    """Success rate on fresh episodes of the task (stochastic policy, as trained), and where episodes end;
-    z-space methods act at primitive-action `temperature` (None: the run's own)."""
-    ros = [agent.collect(min(256, episodes - s), seed + 7 * i, temperature)
+def evaluate_agent(agent: _Agent, episodes: int, seed: int, temperature: float | None = None,
+                   mean_z: bool = False) -> dict:
+    """Success rate on fresh episodes of the task (stochastic policy, as trained; z = the policy's mean with
+    `mean_z`), and where episodes end; z-space methods act at primitive-action `temperature` (None: the run's)."""
+    ros = [agent.collect(min(256, episodes - s), seed + 7 * i, temperature, mean_z=mean_z)
            for i, s in enumerate(range(0, episodes, 256))]
     s = np.concatenate([ro.success.numpy() for ro in ros])
     return {"success": float(s.mean()), "episodes": int(s.size),
@@ -230,6 +241,9 @@ def run_rl(cfg: RLConfig) -> dict:
            "eval_wrong_colour_hist": final["wrong_colour_hist"],
            "eval_wrong_colour_progress_hist": final["wrong_colour_progress_hist"],
            "episodes": episodes, "env_steps": env_steps, "curve": curve, "seconds": time.time() - t0}
+    if cfg.method != "raw":  # the same fresh episodes, acting with the policy's mean z (no exploration noise)
+        res["final_success_mean_z"] = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed,
+                                                     mean_z=True)["success"]
     for t in cfg.also_temperatures:
         ev = evaluate_agent(agent, cfg.eval_episodes, seed=10_000_000 + cfg.seed, temperature=t)
         res.setdefault("final_success_at_temperature", {})[str(t)] = ev["success"]
@@ -238,5 +252,6 @@ def run_rl(cfg: RLConfig) -> dict:
     logger.close()
     print(f"[rl:{cfg.method}] final success {final['success']:.3f} on {final['episodes']} fresh episodes "
           f"after {episodes} episodes / {env_steps} env steps"
+          + (f"; mean z: {res['final_success_mean_z']:.3f}" if "final_success_mean_z" in res else "")
           + "".join(f"; at τ={t}: {v:.3f}" for t, v in res.get("final_success_at_temperature", {}).items()))
     return res

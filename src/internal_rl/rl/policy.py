@@ -28,9 +28,13 @@ def gaussian_entropy(logstd: Tensor) -> Tensor:
 class LatentPolicy(nn.Module):
     """Causal SSM policy over z. Parallel `forward` (training) and `step` (rollouts) agree."""
 
-    def __init__(self, d_model: int, n_z: int, width: int = 256, depth: int = 1):
+    def __init__(self, d_model: int, n_z: int, width: int = 256, depth: int = 1, min_std: float = 0.0):
         super().__init__()
+        if not 0.0 <= min_std < math.exp(2.0):
+            raise ValueError(f"min_std must be in [0, e^2) (0: no floor), got {min_std}")
         self.n_z = n_z
+        # σ's floor as log σ: with min_std > 0 exploration never narrows below it (0: the clamp at e^-5)
+        self.min_logstd = math.log(min_std) if min_std > math.exp(-5.0) else -5.0
         self.norm_in = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, width)
         self.ssm = Hawk(width, depth, lru_dim=width, mlp_hidden=2 * width)
@@ -40,7 +44,7 @@ class LatentPolicy(nn.Module):
 
     def _dist(self, y: Tensor) -> tuple[Tensor, Tensor]:
         mean, logstd = self.head(y).chunk(2, dim=-1)
-        return mean, logstd.clamp(-5.0, 2.0)
+        return mean, logstd.clamp(self.min_logstd, 2.0)
 
     def forward(self, e: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(mean, logstd) (B, K, n_z) for the residual streams at K switch times e (B, K, D)."""

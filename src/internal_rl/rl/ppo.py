@@ -58,8 +58,9 @@ def _outcomes(env: BatchedPinPad) -> tuple[Tensor | None, ...]:
 
 
 @torch.no_grad()
-def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollouts:
-    """Run every episode of `core` to the end, asking `policy` for z whenever an episode's switch fires."""
+def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int, mean_z: bool = False) -> Rollouts:
+    """Run every episode of `core` to the end, asking `policy` for z whenever an episode's switch fires.
+    `mean_z`: act with the policy's mean instead of a draw (evaluation; log-probs are still of the z used)."""
     policy.eval()
     e = core.reset(seed)
     n, T, D, dev = core.n, core.env.config.max_steps, e.shape[1], core.device
@@ -82,7 +83,8 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int) -> Rollout
                 E, Z, LP, S = (torch.cat([x, torch.zeros_like(x)], 1)[:, :T] for x in (E, Z, LP, S))
             e_r = core.e[r].float()
             mean, logstd, new_sub = policy.step(e_r, [type(s)(*(t[r] for t in s)) for s in state])
-            z_r = mean + logstd.exp() * torch.randn(mean.shape, generator=g).to(dev)
+            noise = torch.randn(mean.shape, generator=g).to(dev)  # drawn either way: the same stream of draws
+            z_r = mean if mean_z else mean + logstd.exp() * noise
             for s, ns in zip(state, new_sub):
                 for t, nt in zip(s, ns):
                     t[r] = nt

@@ -291,6 +291,8 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     grpo = run_rl(cfg)
     assert grpo["group_size"] == 4 and grpo["episodes"] == 32 and whole["group_size"] == 1
     assert (tmp_path / "grpo" / "policy.safetensors").exists()
+    tied = [float(r["tied_groups"]) for r in csv.DictReader(open(tmp_path / "grpo" / "metrics.csv"))]
+    assert len(tied) == 32 // 16 and all(0.0 <= t <= 1.0 for t in tied)
     cfg.group_size = 5
     with pytest.raises(ValueError, match="group_size must divide"):
         run_rl(cfg)

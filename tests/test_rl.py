@@ -501,3 +501,15 @@ def test_collect_with_mean_z_acts_with_the_policy_mean():
     drawn = collect_latent(OptionCore(model, mc, 1, 8, seed=1), pol, seed=2)  # the same episodes, z drawn
     first = drawn.mask[:, 0]
     assert not torch.allclose(drawn.actions[:, 0][first], mean[:, 0][first])
+
+
+def test_tied_group_share_counts_groups_without_signal():
+    from internal_rl.rl.objective import tied_group_share
+    r = torch.tensor([1., 1, 1, 1, 0, 0, 0, 0, 1, 0, 1, 1, 0, 0, 0, 1])
+    ref = np.mean([len(set(r[i:i + 4].tolist())) == 1 for i in range(0, 16, 4)])  # all win, all lose, mixed, mixed
+    assert tied_group_share(r, 4) == ref == 0.5
+    adv = episode_advantages(r, 1e-3, 4).reshape(4, 4)  # the tied groups are exactly those with zero advantages
+    assert [bool((g == 0).all()) for g in adv] == [True, True, False, False]
+    assert tied_group_share(r, 1) == 1.0 and tied_group_share(r, 16) == 0.0
+    with pytest.raises(ValueError, match="divisor"):
+        tied_group_share(r, 5)

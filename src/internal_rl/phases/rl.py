@@ -33,6 +33,7 @@ from internal_rl.phases.common import (
     write_json,
 )
 from internal_rl.phases.discover import load_base, load_metacontroller
+from internal_rl.rl.objective import tied_group_share
 from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy
 from internal_rl.rl.ppo import collect_latent, collect_raw, latent_logp, ppo_update, raw_logp
@@ -222,6 +223,8 @@ def run_rl(cfg: RLConfig) -> dict:
         extra = {"entropy": stats["entropy"]} if "entropy" in stats else {}
         if ro.policy_std is not None:  # z-space methods: how much the policy still explores
             extra["policy_std"] = float(ro.policy_std[ro.mask].mean())
+        if cfg.group_size > 1:  # GRPO: the groups that carry no signal (all succeed or all fail)
+            extra["tied_groups"] = tied_group_share(ro.returns, cfg.group_size)
         logger.log(it, success=sr, episodes=episodes, env_steps=env_steps, decisions_per_episode=decisions,
                    loss=stats["loss"], approx_kl=stats.get("approx_kl", 0.0),
                    clip_fraction=stats.get("clip_fraction", 0.0), seconds=time.time() - t0, **extra)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["clipped_surrogate", "episode_advantages", "update_diagnostics"]
+__all__ = ["clipped_surrogate", "episode_advantages", "tied_group_share", "update_diagnostics"]
 
 
 def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1) -> Tensor:
@@ -23,6 +23,15 @@ def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1
     groups = returns.reshape(-1, group_size) if group_size > 1 else returns.reshape(1, -1)
     mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
     return ((groups - mean) / (std + delta)).reshape(returns.shape)
+
+
+def tied_group_share(returns: Tensor, group_size: int) -> float:
+    """Share of groups of `group_size` consecutive episodes whose returns all tie: their advantages are 0, so
+    they teach the policy nothing (GRPO: a layout every draw of z solves, or one none does)."""
+    if group_size < 1 or returns.numel() % group_size:
+        raise ValueError(f"group_size must be a positive divisor of the {returns.numel()} episodes, got {group_size}")
+    groups = returns.reshape(-1, group_size)
+    return float((groups.amax(1) == groups.amin(1)).float().mean())
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:

@@ -8,7 +8,7 @@ import pytest
 from internal_rl.cli import main
 
 
-def _run(folder, successes, batch=100, evaluated_at=None, final=0.0):
+def _run(folder, successes, batch=100, evaluated_at=None, final=0.0, mean_z=None):
     folder.mkdir()
     with open(folder / "metrics.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=["step", "time", "success", "episodes", "env_steps", "loss"])
@@ -17,12 +17,14 @@ def _run(folder, successes, batch=100, evaluated_at=None, final=0.0):
             w.writerow({"step": i, "time": i, "success": s, "episodes": i * batch, "env_steps": i * batch * 10,
                         "loss": 0.0})
     if evaluated_at is not None:
-        (folder / "results.json").write_text(json.dumps({"episodes": evaluated_at, "final_success": final,
-                                                         "eval_episodes": 64}))
+        res = {"episodes": evaluated_at, "final_success": final, "eval_episodes": 64}
+        if mean_z is not None:
+            res["final_success_mean_z"] = mean_z
+        (folder / "results.json").write_text(json.dumps(res))
 
 
 def test_curves_phase_summarises_and_pools_seeds(tmp_path):
-    _run(tmp_path / "a0", [0.0, 0.01, 0.2, 0.5, 0.7], evaluated_at=500, final=0.75)
+    _run(tmp_path / "a0", [0.0, 0.01, 0.2, 0.5, 0.7], evaluated_at=500, final=0.75, mean_z=0.8)
     _run(tmp_path / "a1", [0.0, 0.0, 0.0, 0.06, 0.3, 0.4], evaluated_at=300, final=0.1)  # stale evaluation
     _run(tmp_path / "b", [0.0, 0.0, 0.0])
     main(["curves", "--runs", str(tmp_path / "a0"), str(tmp_path / "a1"), str(tmp_path / "b"),
@@ -38,6 +40,7 @@ def test_curves_phase_summarises_and_pools_seeds(tmp_path):
     A = res["methods"]["A"]
     assert A["seeds"] == 2 and A["last_batch_success_median"] == pytest.approx(0.475)
     assert A["final_success_median"] == 0.75 and A["evaluated_seeds"] == 1
+    assert a0["final_success_mean_z"] == 0.8 and A["final_success_mean_z_median"] == 0.8
     assert res["methods"]["B"]["final_success_median"] is None
     assert (tmp_path / "c" / "curves.png").exists()
 

@@ -85,6 +85,8 @@ def test_reproduce_smoke_writes_every_artifact(tmp_path):
         r = saved["methods"][m]
         assert r["seeds"] == 2 and len(r["final_success_iqr"]) == 2
         assert 0.0 <= r["final_success_median"] <= 1.0 and r["episodes"] > 0 and r["env_steps"] > 0
+        # z-space methods are scored with the policy's mean z too; raw has no z
+        assert (len(r.get("final_success_mean_z_per_seed", [])) == 2) == (m != "raw")
     for seed in (0, 1):
         d = tmp_path / f"seed{seed}"
         assert "post_task_success" in json.loads((d / "controllers" / "controllers.json").read_text())

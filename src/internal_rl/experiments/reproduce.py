@@ -124,6 +124,10 @@ def summarise(per_seed: list[dict], methods: list[str], preset: str, wall: float
             "episodes": int(np.median([s["rl"][m]["episodes"] for s in per_seed])),
             "env_steps": int(np.median([s["rl"][m]["env_steps"] for s in per_seed])),
         }
+        means = [s["rl"][m].get("final_success_mean_z") for s in per_seed]
+        if all(x is not None for x in means):  # z-space methods: the policy acting with its mean z
+            res["methods"][m]["final_success_mean_z_median"] = float(np.median(means))
+            res["methods"][m]["final_success_mean_z_per_seed"] = means
     nll = [s["pretrain"]["heldout_action_nll"] for s in per_seed]
     res["pretrain_heldout_action_nll_median"] = float(np.median(nll))
     res["expert_entropy_nats"] = per_seed[0]["pretrain"].get("expert_entropy_nats")
@@ -143,10 +147,13 @@ def markdown_table(res: dict) -> str:
                if res.get("phases_read_back") else "")
     lines = [f"Preset `{res['preset']}`{changed}, {res['seeds']} seeds, {res['wall_seconds'] / 60:.1f} min wall"
              f"{earlier}.", "",
-             "| method | final success (median) | IQR (25–75%) | episodes | env steps |", "|---|---|---|---|---|"]
+             "| method | final success (median) | IQR (25–75%) | with the mean z (median) | episodes | env steps |",
+             "|---|---|---|---|---|---|"]
     for m, r in res["methods"].items():
         lo, hi = r["final_success_iqr"]
-        lines.append(f"| {m} | {r['final_success_median']:.3f} | {lo:.3f}–{hi:.3f} | {r['episodes']} | {r['env_steps']} |")
+        mz = r.get("final_success_mean_z_median")
+        lines.append(f"| {m} | {r['final_success_median']:.3f} | {lo:.3f}–{hi:.3f} | "
+                     f"{'—' if mz is None else f'{mz:.3f}'} | {r['episodes']} | {r['env_steps']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -77,7 +77,9 @@ def _evaluation(run: Path, episodes: int) -> dict:
     if int(res.get("episodes", -1)) != episodes:
         return {"final_success": None,
                 "note": f"results.json is from {res.get('episodes')} episodes, the curve reaches {episodes}"}
-    return {"final_success": float(res["final_success"]), "eval_episodes": int(res.get("eval_episodes", 0))}
+    mean_z = res.get("final_success_mean_z")  # z-space runs since Session 22: acting with the policy's mean
+    return {"final_success": float(res["final_success"]), "eval_episodes": int(res.get("eval_episodes", 0)),
+            "final_success_mean_z": None if mean_z is None else float(mean_z)}
 
 
 def run_curves(cfg: CurvesConfig) -> dict:
@@ -97,16 +99,21 @@ def run_curves(cfg: CurvesConfig) -> dict:
         runs.append({"label": label, "run": str(run), **s})
         grouped.setdefault(label, []).append(curve)
         final = "not evaluated" if s["final_success"] is None else f"{s['final_success']:.3f} on fresh episodes"
+        if s.get("final_success_mean_z") is not None:
+            final += f" ({s['final_success_mean_z']:.3f} with the mean z)"
         print(f"[curves] {label} ({run}): {s['episodes']} episodes, took off at {s['takeoff_episodes']}, "
               f"last-{cfg.last} batch success {s['last_batch_success']:.3f}, final {final}")
     methods = {}
     for label in grouped:
         mine = [r for r in runs if r["label"] == label]
         finals = [r["final_success"] for r in mine if r["final_success"] is not None]
+        means = [r["final_success_mean_z"] for r in mine if r.get("final_success_mean_z") is not None]
         methods[label] = {"seeds": len(mine),
                           "last_batch_success_median": float(np.median([r["last_batch_success"] for r in mine])),
                           "final_success_median": float(np.median(finals)) if finals else None,
-                          "evaluated_seeds": len(finals)}
+                          "evaluated_seeds": len(finals),
+                          # over the seeds that have it (runs older than the mean-z score lack it)
+                          "final_success_mean_z_median": float(np.median(means)) if means else None}
     res = {"takeoff": cfg.takeoff, "last": cfg.last, "runs": runs, "methods": methods}
     write_json(out / "curves.json", res)
     plot_success_curves(grouped, out / "curves.png")

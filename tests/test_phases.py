@@ -264,7 +264,7 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     from safetensors.torch import load_file
 
     from internal_rl.phases.discover import run_discover
-    from internal_rl.phases.rl import run_rl
+    from internal_rl.phases.rl import _Agent, run_rl
 
     pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
     pcfg.progress = False
@@ -312,6 +312,11 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     assert 0.0 <= floor["final_success_mean_z"] <= 1.0 and 0.0 <= whole["final_success_mean_z"] <= 1.0
     rows = list(csv.DictReader(open(tmp_path / "floor" / "metrics.csv")))
     assert rows and all(float(r["policy_std"]) >= 0.5 - 1e-6 for r in rows)
+    agent = _Agent(cfg)  # the run's policy holds the floor: a head asking for σ = e^-3 gets 0.5
+    with torch.no_grad():
+        agent.net.head.bias[agent.net.n_z:] = -3.0
+        _, logstd = agent.net(torch.randn(2, 3, agent.model.config.d_model))
+    torch.testing.assert_close(logstd.exp(), torch.full_like(logstd, 0.5))
     for bad, msg in ((1.5, "min_std must be in"), (-0.5, "min_std must be in")):
         cfg.min_std, cfg.out = bad, str(tmp_path / "floor_bad")
         with pytest.raises(ValueError, match=msg):

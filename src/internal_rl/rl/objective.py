@@ -15,11 +15,15 @@ from torch import Tensor
 __all__ = ["clipped_surrogate", "episode_advantages", "tied_group_share", "update_diagnostics"]
 
 
+def _check_group_size(returns: Tensor, group_size: int) -> None:
+    if group_size < 1 or returns.numel() % group_size:
+        raise ValueError(f"group_size must be a positive divisor of the {returns.numel()} episodes, got {group_size}")
+
+
 def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1) -> Tensor:
     """Batch-normalised episode returns (paper: δ ≈ 1e-3); with group_size G > 1, each run of G consecutive
     episodes (a GRPO group: one layout) is normalised by its own mean and std instead."""
-    if group_size < 1 or returns.numel() % group_size:
-        raise ValueError(f"group_size must be a positive divisor of the {returns.numel()} episodes, got {group_size}")
+    _check_group_size(returns, group_size)
     groups = returns.reshape(-1, group_size) if group_size > 1 else returns.reshape(1, -1)
     mean, std = groups.mean(1, keepdim=True), groups.std(1, unbiased=False, keepdim=True)
     return ((groups - mean) / (std + delta)).reshape(returns.shape)
@@ -28,8 +32,7 @@ def episode_advantages(returns: Tensor, delta: float = 1e-3, group_size: int = 1
 def tied_group_share(returns: Tensor, group_size: int) -> float:
     """Share of groups of `group_size` consecutive episodes whose returns all tie: their advantages are 0, so
     they teach the policy nothing (GRPO: a layout every draw of z solves, or one none does)."""
-    if group_size < 1 or returns.numel() % group_size:
-        raise ValueError(f"group_size must be a positive divisor of the {returns.numel()} episodes, got {group_size}")
+    _check_group_size(returns, group_size)
     groups = returns.reshape(-1, group_size)
     return float((groups.amax(1) == groups.amin(1)).float().mean())
 

@@ -272,9 +272,9 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     run_discover(presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"),
                                          str(tmp_path / "discover"), progress=False))
 
-    def rl(out: str, episodes: int, resume: bool = False) -> dict:
+    def rl(out: str, episodes: int, resume: bool = False, critic: bool = False) -> dict:
         cfg = presets.rl_config("smoke", str(tmp_path / "pretrain"), str(tmp_path / "discover"), str(tmp_path / out))
-        cfg.episodes, cfg.resume, cfg.progress = episodes, resume, False
+        cfg.episodes, cfg.resume, cfg.progress, cfg.critic = episodes, resume, False, critic
         return run_rl(cfg)
 
     whole = rl("whole", 64)
@@ -325,6 +325,25 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     with pytest.raises(ValueError, match="min_std applies to z-space methods"):
         run_rl(cfg)
     assert not (tmp_path / "floor_bad").exists()
+    # per-decision advantages from a critic: saved beside the policy, resumed like it, logged, refused for raw
+    whole_c = rl("critic_whole", 64, critic=True)
+    rl("critic_split", 32, critic=True)
+    split_c = rl("critic_split", 64, resume=True, critic=True)
+    for name in ("policy", "critic"):
+        a = load_file(tmp_path / "critic_whole" / f"{name}.safetensors")
+        b = load_file(tmp_path / "critic_split" / f"{name}.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert split_c["curve"] == whole_c["curve"] and whole_c["critic"] and whole_c["gae_lambda"] == 0.5
+    rows = list(csv.DictReader(open(tmp_path / "critic_whole" / "metrics.csv")))
+    assert len(rows) == 64 // 16 and all(float(r["value_loss"]) >= 0.0 for r in rows)
+    with pytest.raises(ValueError, match="started without a critic"):
+        rl("whole", 80, resume=True, critic=True)
+    cfg.min_std, cfg.critic = 0.0, True
+    with pytest.raises(ValueError, match="critic applies to z-space methods"):
+        run_rl(cfg)
+    cfg.method, cfg.gae_lambda = "internal", 1.5
+    with pytest.raises(ValueError, match="gae_lambda must be in"):
+        run_rl(cfg)
 
 
 def _check_endings(res: dict, task_len: int = 12) -> None:

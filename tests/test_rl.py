@@ -513,3 +513,119 @@ def test_tied_group_share_counts_groups_without_signal():
     assert tied_group_share(r, 1) == 1.0 and tied_group_share(r, 16) == 0.0
     with pytest.raises(ValueError, match="divisor"):
         tied_group_share(r, 5)
+
+
+def _gae_loop(values, returns, lengths, lam):
+    """GAE(γ = 1, λ) per decision written as the definition, one episode at a time, in float64."""
+    out = torch.zeros(values.shape, dtype=torch.float64)
+    for b, n in enumerate(lengths.tolist()):
+        v = [float(x) for x in values[b, :n]] + [float(returns[b])]  # after the last decision: the return
+        for k in range(n):
+            out[b, k] = sum(lam ** (j - k) * (v[j + 1] - v[j]) for j in range(k, n))
+    return out
+
+
+@pytest.mark.parametrize("lam", [0.0, 0.5, 0.95, 1.0])
+def test_decision_advantages_match_gae_by_definition(lam):
+    from internal_rl.rl.objective import decision_advantages
+
+    g = torch.Generator().manual_seed(4)
+    lengths = torch.tensor([1, 4, 2, 6, 3])
+    B, K = len(lengths), int(lengths.max())
+    mask = torch.arange(K)[None] < lengths[:, None]
+    values = torch.rand(B, K, generator=g, dtype=torch.float64).masked_fill(~mask, 7.0)  # junk at padding
+    returns = torch.tensor([1.0, 0.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    ours = decision_advantages(values, returns, mask, lam)
+    torch.testing.assert_close(ours, _gae_loop(values, returns, lengths, lam), rtol=1e-12, atol=1e-12)
+    assert not ours[~mask].any()
+    if lam == 1.0:  # every decision judged by R − V at its own state
+        torch.testing.assert_close(ours[mask], (returns[:, None] - values).expand(B, K)[mask])
+    if lam == 0.0:  # one decision's own effect on the value: only the last decision sees the return
+        torch.testing.assert_close(ours[1, :3], values[1, 1:4] - values[1, :3])
+        torch.testing.assert_close(ours[1, 3], returns[1] - values[1, 3])
+    with pytest.raises(ValueError, match="gae_lambda"):
+        decision_advantages(values, returns, mask, 1.5)
+    with pytest.raises(ValueError, match="must be"):
+        decision_advantages(values[:, :-1], returns, mask, lam)
+
+
+def test_normalised_decision_advantages_and_per_decision_surrogate():
+    from internal_rl.rl.objective import normalise_decision_advantages
+
+    g = torch.Generator().manual_seed(5)
+    lengths = torch.tensor([3, 1, 2])
+    mask = torch.arange(3)[None] < lengths[:, None]
+    adv = torch.randn(3, 3, generator=g, dtype=torch.float64)
+    norm = normalise_decision_advantages(adv, mask, delta=0.0)
+    torch.testing.assert_close(norm[mask].mean(), torch.tensor(0.0, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(norm[mask].std(unbiased=False), torch.tensor(1.0, dtype=torch.float64))
+    assert not norm[~mask].any()
+    # one advantage per decision, constant within each episode, is the episode-shared surrogate
+    logp, old = torch.randn(3, 3, generator=g), torch.randn(3, 3, generator=g)
+    per_episode = torch.tensor([0.5, -1.0, 2.0])
+    torch.testing.assert_close(clipped_surrogate(logp, old, per_episode[:, None].expand(3, 3), mask, 0.2),
+                               clipped_surrogate(logp, old, per_episode, mask, 0.2))
+
+
+def test_critic_is_causal_ignores_padding_and_starts_at_zero():
+    from internal_rl.rl.critic import LatentCritic
+    from internal_rl.rl.ppo import latent_values
+
+    torch.manual_seed(6)
+    critic = LatentCritic(32, width=16).double()
+    e = torch.randn(2, 5, 32, dtype=torch.float64)
+    assert not critic(e).any()  # the zero head: V ≡ 0 before training
+    torch.nn.init.normal_(critic.head.weight, std=0.5)
+    v = critic(e)
+    e2 = e.clone()
+    e2[:, 3:] = torch.randn(2, 2, 32, dtype=torch.float64)  # later decisions cannot change earlier values
+    torch.testing.assert_close(critic(e2)[:, :3], v[:, :3], rtol=1e-12, atol=1e-12)
+    lengths = torch.tensor([5, 2])
+    mask = torch.arange(5)[None] < lengths[:, None]
+    ro = Rollouts(inputs=e2, actions=torch.zeros(2, 5, 4, dtype=torch.float64), old_logp=torch.zeros(2, 5),
+                  mask=mask, returns=torch.zeros(2), success=torch.zeros(2, dtype=torch.bool),
+                  env_steps=torch.zeros(2, dtype=torch.long))
+    grouped = latent_values(critic, ro, torch.tensor([1, 0]))  # run in length groups, shuffled rows
+    torch.testing.assert_close(grouped[mask[[1, 0]]], critic(e2)[[1, 0]][mask[[1, 0]]], rtol=1e-12, atol=1e-12)
+    assert not grouped[~mask[[1, 0]]].any()
+
+
+def test_critic_update_learns_the_returns_and_ppo_takes_per_decision_advantages():
+    from internal_rl.rl.critic import LatentCritic, critic_targets, value_loss
+    from internal_rl.rl.ppo import critic_update, latent_values
+
+    torch.manual_seed(7)
+    ro = _entropy_rollouts()
+    ro.returns = (ro.inputs[:, 0, 0] > 0).float()  # a return the first residual stream predicts
+    critic = LatentCritic(32, width=16)
+    opt = torch.optim.Adam(critic.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    everyone = torch.arange(len(ro.returns))
+    targets = critic_targets(ro.returns, ro.mask)
+    assert torch.equal(targets[ro.mask], ro.returns[:, None].expand(ro.mask.shape)[ro.mask])
+    with torch.no_grad():
+        before = float(value_loss(latent_values(critic, ro, everyone), targets, ro.mask))
+    for _ in range(30):
+        critic_update(critic, opt, ro, epochs=1, minibatches=2, max_grad_norm=1.0, generator=g)
+    with torch.no_grad():
+        after = float(value_loss(latent_values(critic, ro, everyone), targets, ro.mask))
+    assert after < 0.25 * before
+    pol = LatentPolicy(32, 4, width=16)
+    popt = torch.optim.Adam(pol.parameters(), lr=1e-2)
+    with pytest.raises(ValueError, match="advantages must be"):
+        ppo_update(lambda r, i: latent_logp(pol, r, i), list(pol.parameters()), popt, ro, 1, 2, 0.2, 1e-3, 1.0, g,
+                   advantages=torch.zeros(len(ro.returns)))
+    # advantages only at the first decision of episode 0: its log-probability moves their way, whatever the returns
+    with torch.no_grad():
+        ro.old_logp = latent_logp(pol, ro, everyone)  # collected by this policy: the ratio starts at 1
+    state = {k: v.clone() for k, v in pol.state_dict().items()}
+    for sign in (1.0, -1.0):
+        pol.load_state_dict(state)
+        popt = torch.optim.Adam(pol.parameters(), lr=1e-2)
+        adv = torch.zeros(ro.mask.shape)
+        adv[0, 0] = sign
+        ppo_update(lambda r, i: latent_logp(pol, r, i), list(pol.parameters()), popt, ro, 1, 1, 0.2, 1e-3, 1.0, g,
+                   advantages=adv)
+        with torch.no_grad():
+            moved = float(latent_logp(pol, ro, everyone)[0, 0] - ro.old_logp[0, 0])
+        assert moved * sign > 0

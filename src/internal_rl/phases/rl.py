@@ -33,10 +33,19 @@ from internal_rl.phases.common import (
     write_json,
 )
 from internal_rl.phases.discover import load_base, load_metacontroller
-from internal_rl.rl.objective import tied_group_share
+from internal_rl.rl.critic import LatentCritic
+from internal_rl.rl.objective import decision_advantages, normalise_decision_advantages, tied_group_share
 from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy
-from internal_rl.rl.ppo import collect_latent, collect_raw, latent_logp, ppo_update, raw_logp
+from internal_rl.rl.ppo import (
+    collect_latent,
+    collect_raw,
+    critic_update,
+    latent_logp,
+    latent_values,
+    ppo_update,
+    raw_logp,
+)
 from internal_rl.rl.rollout import check_temperature
 
 METHODS = ("internal", "raw", "beta1", "cotrained")
@@ -91,6 +100,14 @@ class RLConfig:
     """A floor on the z-policy's σ per dimension (0, the default: none, the paper's). Exploration that never
     narrows: a GRPO group whose 16 draws of z all fail gives no signal, and a floor keeps its draws apart.
     Acting with the mean, `final_success_mean_z`, then scores the policy without the floor's noise."""
+    critic: bool = False
+    """Per-decision credit (an option; the paper's PPO is critic-free): a critic V over the residual streams at
+    switch times (an SSM like the policy's, trained on the returns alongside it) gives each decision its own
+    advantage by GAE(γ = 1, `gae_lambda`) instead of the episode's shared one (z-space methods only). With
+    `group_size` > 1 groups still share layouts, and a batch whose groups all tie is still skipped."""
+    gae_lambda: float = 0.5
+    """λ of the critic's advantages: 1 judges each decision by R − V at its own state, 0 by V_{k+1} − V_k (its
+    own effect on the value); between mixes the two."""
     eval_episodes: int = 256
     """Fresh post-training episodes for the final success rate."""
     seed: int = 0
@@ -125,6 +142,10 @@ class RLConfig:
             raise ValueError("min_std applies to z-space methods (raw acts with the base's categorical policy)")
         if not 0.0 <= self.min_std <= 1.0:
             raise ValueError(f"min_std must be in [0, 1] (σ of the prior is 1; 0: no floor), got {self.min_std}")
+        if self.critic and self.method == "raw":
+            raise ValueError("critic applies to z-space methods (raw's decisions are primitive actions)")
+        if not 0.0 <= self.gae_lambda <= 1.0:
+            raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.group_size < 1 or self.batch_size % self.group_size:
             raise ValueError(f"group_size must divide batch_size {self.batch_size}, got {self.group_size}")
 
@@ -148,6 +169,7 @@ class _Agent:
             self.net = LatentPolicy(self.model.config.d_model, self.mc.config.n_z, cfg.policy_width,
                                     min_std=cfg.min_std)
             self.mc.to(device)
+        self.critic = LatentCritic(self.model.config.d_model, cfg.policy_width).to(device) if cfg.critic else None
         self.model.to(device)
         self.net.to(device)
 
@@ -192,6 +214,9 @@ def run_rl(cfg: RLConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     params = [p for p in agent.net.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    critic = agent.critic
+    critic_opt = None if critic is None else torch.optim.AdamW(critic.parameters(), lr=cfg.lr,
+                                                               weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     it, episodes, env_steps, curve = 0, 0, 0, []
     if cfg.resume:
@@ -199,6 +224,11 @@ def run_rl(cfg: RLConfig) -> dict:
         st = load_train_state(out, opt)
         it, episodes, env_steps, curve = st["step"], *st["extra"]["counters"]
         g.set_state(st["extra"]["generator"])
+        if critic is not None:
+            if "critic_optimizer" not in st["extra"]:
+                raise ValueError(f"cannot resume {out} with --critic: the run was started without a critic")
+            critic.load_state_dict(load_file(out / "critic.safetensors"))
+            critic_opt.load_state_dict(st["extra"]["critic_optimizer"])
     write_json(out / "config.json", {"rl": cfg})
     logger = MetricsLogger(out, resume_step=it if cfg.resume else None)
     iterations = max(1, cfg.episodes // cfg.batch_size)
@@ -208,19 +238,34 @@ def run_rl(cfg: RLConfig) -> dict:
     def checkpoint():
         save_file({k: v.detach().cpu().contiguous() for k, v in agent.net.state_dict().items()},
                   out / "policy.safetensors")
-        save_train_state(out, it, opt, extra={"counters": (episodes, env_steps, curve), "generator": g.get_state()})
+        extra = {"counters": (episodes, env_steps, curve), "generator": g.get_state()}
+        if critic is not None:
+            save_file({k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()},
+                      out / "critic.safetensors")
+            extra["critic_optimizer"] = critic_opt.state_dict()
+        save_train_state(out, it, opt, extra=extra)
 
     while it < iterations:
         ro = agent.collect(cfg.batch_size, seed=cfg.seed * 1_000_003 + it * 101, group_size=cfg.group_size)
+        adv = None
+        if critic is not None:  # per-decision advantages from the critic as it was when the batch was collected
+            critic.eval()
+            with torch.no_grad():
+                values = latent_values(critic, ro, torch.arange(cfg.batch_size, device=ro.mask.device))
+            adv = normalise_decision_advantages(decision_advantages(values, ro.returns.to(values.dtype), ro.mask,
+                                                                    cfg.gae_lambda), ro.mask, cfg.delta)
         stats = ppo_update(agent.logp, params, opt, ro, cfg.epochs, cfg.minibatches, cfg.clip, cfg.delta,
-                           cfg.max_grad_norm, g, cfg.group_size, cfg.entropy_coef)
+                           cfg.max_grad_norm, g, cfg.group_size, cfg.entropy_coef, advantages=adv)
+        if critic is not None:
+            stats["value_loss"] = critic_update(critic, critic_opt, ro, cfg.epochs, cfg.minibatches,
+                                                cfg.max_grad_norm, g)
         it += 1
         episodes += cfg.batch_size
         env_steps += int(ro.env_steps.sum())
         sr = float(ro.success.float().mean())
         decisions = float(ro.mask.sum(1).float().mean())
         curve.append({"episodes": episodes, "env_steps": env_steps, "success": sr})
-        extra = {"entropy": stats["entropy"]} if "entropy" in stats else {}
+        extra = {k: stats[k] for k in ("entropy", "value_loss") if k in stats}
         if ro.policy_std is not None:  # z-space methods: how much the policy still explores
             extra["policy_std"] = float(ro.policy_std[ro.mask].mean())
         if cfg.group_size > 1:  # GRPO: the groups that carry no signal (all succeed or all fail)
@@ -238,7 +283,8 @@ def run_rl(cfg: RLConfig) -> dict:
     res = {"method": cfg.method, "oracle_switch": cfg.oracle_switch, "action_temperature": cfg.action_temperature,
            "beta_threshold": None if cfg.method in ("raw", "beta1") or cfg.oracle_switch
            else cfg.beta_threshold or agent.mc.config.beta_threshold,
-           "group_size": cfg.group_size,
+           "group_size": cfg.group_size, "critic": cfg.critic,
+           "gae_lambda": cfg.gae_lambda if cfg.critic else None,
            "final_success": final["success"],
            "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],
            "eval_wrong_colour_hist": final["wrong_colour_hist"],

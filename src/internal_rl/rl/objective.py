@@ -3,6 +3,14 @@
     A_τ = (R(τ) − mean_batch R) / (std_batch R + δ),   shared by every decision of episode τ
     L = −mean_decisions min(ρ A, clip(ρ, 1−ε, 1+ε) A),   ρ = π_new(z|·) / π_old(z|·)  (joint density)
 
+With a learned critic V over the decisions (an option, not the paper's), each decision k of an episode gets its
+own advantage instead, by GAE with γ = 1 and the episode's return as the reward of its last decision:
+
+    δ_k = V_{k+1} − V_k  (k < K),   δ_K = R − V_K,   A_k = Σ_{l ≥ k} λ^{l−k} δ_l
+
+(λ = 1: R − V_k, every decision judged against its own state's value; λ = 0: V_{k+1} − V_k, one decision's own
+effect on the value). Normalised over the batch's valid decisions like the episode advantages.
+
 rl/ppo.py trains with it; the seed API's ``MetaController.policy_loss`` uses it without importing the
 environments that rl/ppo.py collects rollouts from.
 """
@@ -12,7 +20,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["clipped_surrogate", "episode_advantages", "tied_group_share", "update_diagnostics"]
+__all__ = ["clipped_surrogate", "decision_advantages", "episode_advantages", "normalise_decision_advantages",
+           "tied_group_share", "update_diagnostics"]
 
 
 def _check_group_size(returns: Tensor, group_size: int) -> None:
@@ -37,10 +46,42 @@ def tied_group_share(returns: Tensor, group_size: int) -> float:
     return float((groups.amax(1) == groups.amin(1)).float().mean())
 
 
+def decision_advantages(values: Tensor, returns: Tensor, mask: Tensor, lam: float) -> Tensor:
+    """GAE(γ = 1, λ) per decision (B, K) from the critic's values at every decision (B, K), the episode returns
+    (B,) (the reward of each episode's last decision) and the valid decisions `mask` (B, K), a prefix per row;
+    0 at padding. The critic's values are constants here (no gradient flows into the policy's advantages)."""
+    if not 0.0 <= lam <= 1.0:
+        raise ValueError(f"gae_lambda must be in [0, 1], got {lam}")
+    if values.shape != mask.shape or returns.shape != values.shape[:1]:
+        raise ValueError(f"values {tuple(values.shape)}, mask {tuple(mask.shape)} and returns "
+                         f"{tuple(returns.shape)} must be (B, K), (B, K) and (B,)")
+    values = values.detach()
+    m = mask.to(values.dtype)
+    # V_{k+1}: the next valid decision's value, else the return (after the last decision) or 0 (padding)
+    nxt_valid = torch.cat([m[:, 1:], torch.zeros_like(m[:, :1])], 1)
+    nxt_v = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], 1)
+    last = m * (1 - nxt_valid)
+    delta = (nxt_valid * nxt_v + last * returns[:, None] - values) * m
+    adv = torch.zeros_like(values)
+    running = torch.zeros_like(values[:, 0])
+    for k in range(values.shape[1] - 1, -1, -1):  # K is the decisions per episode: tens at most
+        running = delta[:, k] + lam * nxt_valid[:, k] * running
+        adv[:, k] = running
+    return adv * m
+
+
+def normalise_decision_advantages(adv: Tensor, mask: Tensor, delta: float = 1e-3) -> Tensor:
+    """(A − mean) / (std + δ) over the valid decisions of the batch; 0 at padding."""
+    v = adv[mask]
+    mean, std = v.mean(), v.std(unbiased=False)
+    return torch.where(mask, (adv - mean) / (std + delta), torch.zeros_like(adv))
+
+
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:
-    """PPO clipped objective (negated, mean over valid decisions); adv (B,) broadcast over decisions."""
+    """PPO clipped objective (negated, mean over valid decisions); adv (B,), one per episode broadcast over its
+    decisions, or (B, K), one per decision."""
     ratio = torch.exp(logp - old_logp)
-    a = adv[:, None]
+    a = adv[:, None] if adv.dim() == 1 else adv
     obj = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
     m = mask.to(obj.dtype)
     return -(obj * m).sum() / m.sum().clamp(min=1)

@@ -20,6 +20,7 @@ from torch import Tensor
 
 from internal_rl.envs.pinpad import BatchedPinPad
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
+from internal_rl.rl.critic import LatentCritic, critic_targets, value_loss
 from internal_rl.rl.objective import clipped_surrogate, episode_advantages, update_diagnostics
 from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy, gaussian_entropy, gaussian_logp
@@ -102,34 +103,72 @@ def collect_latent(core: OptionCore, policy: LatentPolicy, seed: int, mean_z: bo
     return Rollouts(E[:, :kmax], Z[:, :kmax], LP[:, :kmax], mask, returns, *_outcomes(env), policy_std=S[:, :kmax])
 
 
+def _length_groups(lengths: Tensor):
+    """(rows, k) for episodes grouped by their number of decisions (up to 1, 2, 4, 8, ...), k the group's longest:
+    a causal network over decisions can run each group trimmed to k instead of the batch's longest."""
+    lo = 0
+    while lo < int(lengths.max()):
+        hi = max(1, 2 * lo)
+        rows = ((lengths > lo) & (lengths <= hi)).nonzero()[:, 0]
+        if len(rows):
+            yield rows, int(lengths[rows].max())
+        lo = hi
+
+
 def latent_logp(policy: LatentPolicy, ro: Rollouts, idx: Tensor,
                 with_entropy: bool = False) -> Tensor | tuple[Tensor, Tensor]:
     """log π(z|·) of stored decisions (B, K), recomputed in parallel over each episode's decisions; 0 at padding.
     ``with_entropy``: also the entropy of π(·|·) at each decision (B, K), 0 at padding (the entropy bonus).
 
     Decision slots are padded to the batch's longest episode (often three to five times the mean), and the
-    policy is causal, so episodes are grouped by length (up to 1, 2, 4, 8, ... decisions) and each group runs
-    trimmed to its own longest: the same log-probabilities, without the padding's matrix products.
+    policy is causal, so episodes are grouped by length (`_length_groups`) and each group runs trimmed to its
+    own longest: the same log-probabilities, without the padding's matrix products.
     """
     mask = ro.mask[idx]
-    lengths = mask.sum(dim=1)
     out = torch.zeros(mask.shape, dtype=ro.inputs.dtype, device=mask.device)
     ent = torch.zeros_like(out) if with_entropy else None
-    lo = 0
-    while lo < int(lengths.max()):
-        hi = max(1, 2 * lo)
-        rows = ((lengths > lo) & (lengths <= hi)).nonzero()[:, 0]
-        if len(rows):
-            k = int(lengths[rows].max())
-            sel = idx[rows]
-            mean, logstd = policy(ro.inputs[sel, :k], ro.mask[sel, :k])
-            out[rows, :k] = gaussian_logp(ro.actions[sel, :k], mean, logstd)
-            if ent is not None:
-                ent[rows, :k] = gaussian_entropy(logstd)
-        lo = hi
+    for rows, k in _length_groups(mask.sum(dim=1)):
+        sel = idx[rows]
+        mean, logstd = policy(ro.inputs[sel, :k], ro.mask[sel, :k])
+        out[rows, :k] = gaussian_logp(ro.actions[sel, :k], mean, logstd)
+        if ent is not None:
+            ent[rows, :k] = gaussian_entropy(logstd)
     zero = torch.zeros((), dtype=out.dtype, device=out.device)
     logp = torch.where(mask, out, zero)
     return (logp, torch.where(mask, ent, zero)) if ent is not None else logp
+
+
+def latent_values(critic: LatentCritic, ro: Rollouts, idx: Tensor) -> Tensor:
+    """The critic's V at every stored decision (B, K) of episodes `idx`, grouped by length like `latent_logp`;
+    0 at padding."""
+    mask = ro.mask[idx]
+    out = torch.zeros(mask.shape, dtype=ro.inputs.dtype, device=mask.device)
+    for rows, k in _length_groups(mask.sum(dim=1)):
+        sel = idx[rows]
+        out[rows, :k] = critic(ro.inputs[sel, :k], ro.mask[sel, :k])
+    return torch.where(mask, out, torch.zeros((), dtype=out.dtype, device=out.device))
+
+
+def critic_update(critic: LatentCritic, optimizer: torch.optim.Optimizer, ro: Rollouts, epochs: int,
+                  minibatches: int, max_grad_norm: float, generator: torch.Generator) -> float:
+    """Regress V on the returns (`critic_targets`) in `epochs` passes of `minibatches` episode minibatches;
+    the mean squared error of the last epoch."""
+    critic.train()
+    targets = critic_targets(ro.returns.to(ro.inputs.dtype), ro.mask)
+    n = ro.returns.shape[0]
+    losses = []
+    for _ in range(epochs):
+        losses = []
+        perm = torch.randperm(n, generator=generator).to(ro.returns.device)
+        for idx in perm.chunk(minibatches):
+            loss = value_loss(latent_values(critic, ro, idx), targets[idx], ro.mask[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if max_grad_norm > 0:
+                torch.nn.utils.clip_grad_norm_(critic.parameters(), max_grad_norm)
+            optimizer.step()
+            losses.append(loss.item())
+    return float(np.mean(losses))
 
 
 @torch.no_grad()
@@ -187,9 +226,10 @@ def raw_logp(model: SequenceModel, ro: Rollouts, idx: Tensor,
 
 def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, epochs: int, minibatches: int,
                clip: float, delta: float, max_grad_norm: float, generator: torch.Generator,
-               group_size: int = 1, entropy_coef: float = 0.0) -> dict[str, float]:
+               group_size: int = 1, entropy_coef: float = 0.0, advantages: Tensor | None = None) -> dict[str, float]:
     """Run `epochs` passes of clipped PPO over the rollouts in `minibatches` episode minibatches; advantages
-    are normalised over the batch, or within GRPO groups of `group_size` consecutive episodes.
+    are normalised over the batch, or within GRPO groups of `group_size` consecutive episodes, unless given as
+    `advantages` (B, K), one per decision (a critic's: `decision_advantages`).
     `entropy_coef` c_H > 0 subtracts c_H × the mean entropy of the policy over the valid decisions from the
     loss (then `logp_fn(ro, idx, True)` must return (log-probs, entropies)); 0, the paper's, leaves it out."""
     if entropy_coef < 0:
@@ -197,6 +237,10 @@ def ppo_update(logp_fn, params, optimizer: torch.optim.Optimizer, ro: Rollouts, 
     adv = episode_advantages(ro.returns, delta, group_size)
     if not bool(adv.any()):  # every episode (of every group) scored alike: no signal, skip the update
         return {"loss": 0.0, "skipped": 1.0}
+    if advantages is not None:
+        if advantages.shape != ro.mask.shape:
+            raise ValueError(f"advantages must be (B, K) = {tuple(ro.mask.shape)}, got {tuple(advantages.shape)}")
+        adv = advantages
     n = ro.returns.shape[0]
     losses, entropies = [], []
     kls, clipped = [], []  # measured in the last epoch only (each value is a host sync)

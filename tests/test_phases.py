@@ -272,9 +272,11 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     run_discover(presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"),
                                          str(tmp_path / "discover"), progress=False))
 
-    def rl(out: str, episodes: int, resume: bool = False, critic: bool = False) -> dict:
+    def rl(out: str, episodes: int, resume: bool = False, critic: bool = False, critic_warmup: int = 0,
+           task: str | None = None) -> dict:
         cfg = presets.rl_config("smoke", str(tmp_path / "pretrain"), str(tmp_path / "discover"), str(tmp_path / out))
         cfg.episodes, cfg.resume, cfg.progress, cfg.critic = episodes, resume, False, critic
+        cfg.critic_warmup, cfg.task = critic_warmup, task or cfg.task
         return run_rl(cfg)
 
     whole = rl("whole", 64)
@@ -336,13 +338,29 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     assert split_c["curve"] == whole_c["curve"] and whole_c["critic"] and whole_c["gae_lambda"] == 0.5
     rows = list(csv.DictReader(open(tmp_path / "critic_whole" / "metrics.csv")))
     assert len(rows) == 64 // 16 and all(float(r["value_loss"]) >= 0.0 for r in rows)
-    with pytest.raises(ValueError, match="started without a critic"):
-        rl("whole", 80, resume=True, critic=True)
+    # a critic joins a run trained without one on resume; its warm-up iterations leave the policy as it was
+    # (a one-colour task, which an untrained policy solves now and then: the updates have signal)
+    easy = rl("easy", 32, task="3")
+    assert easy["curve"][-1]["success"] > 0
+    before = load_file(tmp_path / "easy" / "policy.safetensors")
+    rl("easy", 64, resume=True, critic=True, critic_warmup=2, task="3")
+    after = load_file(tmp_path / "easy" / "policy.safetensors")
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert (tmp_path / "easy" / "critic.safetensors").exists()
+    rows = list(csv.DictReader(open(tmp_path / "easy" / "metrics.csv")))
+    assert len(rows) == 64 // 16 and rows[0]["value_loss"] == "" and rows[-1]["value_loss"] != ""
+    rl("easy", 80, resume=True, critic=True, critic_warmup=2, task="3")  # warm-up spent: the policy trains
+    assert not all(torch.equal(after[k], v) for k, v in load_file(tmp_path / "easy" / "policy.safetensors").items())
+    with pytest.raises(ValueError, match="trained with a critic"):
+        rl("easy", 96, resume=True, task="3")
     cfg.min_std, cfg.critic = 0.0, True
     with pytest.raises(ValueError, match="critic applies to z-space methods"):
         run_rl(cfg)
     cfg.method, cfg.gae_lambda = "internal", 1.5
     with pytest.raises(ValueError, match="gae_lambda must be in"):
+        run_rl(cfg)
+    cfg.gae_lambda, cfg.critic, cfg.critic_warmup = 0.5, False, 3
+    with pytest.raises(ValueError, match="needs critic"):
         run_rl(cfg)
 
 

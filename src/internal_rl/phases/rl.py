@@ -104,10 +104,14 @@ class RLConfig:
     """Per-decision credit (an option; the paper's PPO is critic-free): a critic V over the residual streams at
     switch times (an SSM like the policy's, trained on the returns alongside it) gives each decision its own
     advantage by GAE(γ = 1, `gae_lambda`) instead of the episode's shared one (z-space methods only). With
-    `group_size` > 1 groups still share layouts, and a batch whose groups all tie is still skipped."""
+    `group_size` > 1 groups still share layouts, and a batch whose groups all tie is still skipped. `--resume`
+    with `critic` on a run trained without one adds a fresh critic (V ≡ 0) from there on."""
     gae_lambda: float = 0.5
     """λ of the critic's advantages: 1 judges each decision by R − V at its own state, 0 by V_{k+1} − V_k (its
     own effect on the value); between mixes the two."""
+    critic_warmup: int = 0
+    """The critic's first this many iterations train only the critic (the policy waits, the episodes count):
+    a new critic's V ≡ 0 otherwise gives the first updates the bare GAE of the returns."""
     eval_episodes: int = 256
     """Fresh post-training episodes for the final success rate."""
     seed: int = 0
@@ -144,6 +148,8 @@ class RLConfig:
             raise ValueError(f"min_std must be in [0, 1] (σ of the prior is 1; 0: no floor), got {self.min_std}")
         if self.critic and self.method == "raw":
             raise ValueError("critic applies to z-space methods (raw's decisions are primitive actions)")
+        if self.critic_warmup < 0 or (self.critic_warmup and not self.critic):
+            raise ValueError(f"critic_warmup must be >= 0 and needs critic, got {self.critic_warmup}")
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.group_size < 1 or self.batch_size % self.group_size:
@@ -219,16 +225,20 @@ def run_rl(cfg: RLConfig) -> dict:
                                                                weight_decay=cfg.weight_decay)
     g = torch.Generator().manual_seed(cfg.seed)
     it, episodes, env_steps, curve = 0, 0, 0, []
+    critic_age = 0  # iterations the critic has trained for (it counts its warm-up)
     if cfg.resume:
         agent.net.load_state_dict(load_file(out / "policy.safetensors"))
         st = load_train_state(out, opt)
         it, episodes, env_steps, curve = st["step"], *st["extra"]["counters"]
         g.set_state(st["extra"]["generator"])
-        if critic is not None:
-            if "critic_optimizer" not in st["extra"]:
-                raise ValueError(f"cannot resume {out} with --critic: the run was started without a critic")
+        if critic is not None and "critic_optimizer" in st["extra"]:
             critic.load_state_dict(load_file(out / "critic.safetensors"))
             critic_opt.load_state_dict(st["extra"]["critic_optimizer"])
+            critic_age = st["extra"]["critic_iterations"]
+        elif critic is not None:
+            print(f"[rl] {out} was trained without a critic to iteration {it}: a new critic (V ≡ 0) joins it here")
+        elif "critic_optimizer" in st["extra"]:
+            raise ValueError(f"{out} was trained with a critic: resume it with --critic")
     write_json(out / "config.json", {"rl": cfg})
     logger = MetricsLogger(out, resume_step=it if cfg.resume else None)
     iterations = max(1, cfg.episodes // cfg.batch_size)
@@ -243,22 +253,27 @@ def run_rl(cfg: RLConfig) -> dict:
             save_file({k: v.detach().cpu().contiguous() for k, v in critic.state_dict().items()},
                       out / "critic.safetensors")
             extra["critic_optimizer"] = critic_opt.state_dict()
+            extra["critic_iterations"] = critic_age
         save_train_state(out, it, opt, extra=extra)
 
     while it < iterations:
         ro = agent.collect(cfg.batch_size, seed=cfg.seed * 1_000_003 + it * 101, group_size=cfg.group_size)
-        adv = None
-        if critic is not None:  # per-decision advantages from the critic as it was when the batch was collected
-            critic.eval()
-            with torch.no_grad():
-                values = latent_values(critic, ro, torch.arange(cfg.batch_size, device=ro.mask.device))
-            adv = normalise_decision_advantages(decision_advantages(values, ro.returns.to(values.dtype), ro.mask,
-                                                                    cfg.gae_lambda), ro.mask, cfg.delta)
-        stats = ppo_update(agent.logp, params, opt, ro, cfg.epochs, cfg.minibatches, cfg.clip, cfg.delta,
-                           cfg.max_grad_norm, g, cfg.group_size, cfg.entropy_coef, advantages=adv)
+        if critic is not None and critic_age < cfg.critic_warmup:  # the critic learns first; the policy waits
+            stats = {"loss": 0.0, "skipped": 1.0}
+        else:
+            adv = None
+            if critic is not None:  # per-decision advantages from the critic as it was when the batch was collected
+                critic.eval()
+                with torch.no_grad():
+                    values = latent_values(critic, ro, torch.arange(cfg.batch_size, device=ro.mask.device))
+                adv = normalise_decision_advantages(decision_advantages(values, ro.returns.to(values.dtype),
+                                                                        ro.mask, cfg.gae_lambda), ro.mask, cfg.delta)
+            stats = ppo_update(agent.logp, params, opt, ro, cfg.epochs, cfg.minibatches, cfg.clip, cfg.delta,
+                               cfg.max_grad_norm, g, cfg.group_size, cfg.entropy_coef, advantages=adv)
         if critic is not None:
             stats["value_loss"] = critic_update(critic, critic_opt, ro, cfg.epochs, cfg.minibatches,
                                                 cfg.max_grad_norm, g)
+            critic_age += 1
         it += 1
         episodes += cfg.batch_size
         env_steps += int(ro.env_steps.sum())

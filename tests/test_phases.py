@@ -2,6 +2,9 @@
 
 import csv
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -353,6 +356,15 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     assert not all(torch.equal(after[k], v) for k, v in load_file(tmp_path / "easy" / "policy.safetensors").items())
     with pytest.raises(ValueError, match="trained with a critic"):
         rl("easy", 96, resume=True, task="3")
+    # examples/lost_option_probe.py reads a finished run (with or without a critic) and writes its figures
+    script = Path(__file__).parents[1] / "examples" / "lost_option_probe.py"
+    done = subprocess.run([sys.executable, str(script), "--rl", str(tmp_path / "easy"), "--out",
+                           str(tmp_path / "probe.json"), "--batches", "3", "--batch-size", "16", "--heldout", "1",
+                           "--epochs", "1"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    probe = json.loads((tmp_path / "probe.json").read_text())
+    assert probe["episodes"] == 48 and probe["train_episodes"] == 32
+    assert probe["probe"]["decisions"] == probe["index_only"]["decisions"] > 0
     cfg.min_std, cfg.critic = 0.0, True
     with pytest.raises(ValueError, match="critic applies to z-space methods"):
         run_rl(cfg)

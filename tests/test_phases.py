@@ -374,6 +374,14 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
     cfg.gae_lambda, cfg.critic, cfg.critic_warmup = 0.5, False, 3
     with pytest.raises(ValueError, match="needs critic"):
         run_rl(cfg)
+    cfg.critic, cfg.critic_warmup, cfg.critic_scale = True, 0, "group"  # GRPO-scaled critic advantages
+    with pytest.raises(ValueError, match="needs critic and group_size > 1"):
+        run_rl(cfg)
+    cfg.group_size, cfg.out = 4, str(tmp_path / "critic_group")
+    assert run_rl(cfg)["critic_scale"] == "group"
+    cfg.critic_scale = "episode"
+    with pytest.raises(ValueError, match="critic_scale must be"):
+        run_rl(cfg)
 
 
 def _check_endings(res: dict, task_len: int = 12) -> None:

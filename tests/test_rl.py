@@ -629,3 +629,20 @@ def test_critic_update_learns_the_returns_and_ppo_takes_per_decision_advantages(
         with torch.no_grad():
             moved = float(latent_logp(pol, ro, everyone)[0, 0] - ro.old_logp[0, 0])
         assert moved * sign > 0
+
+
+def test_group_scaled_decision_advantages_match_a_loop_and_silence_tied_groups():
+    from internal_rl.rl.objective import group_scaled_decision_advantages
+
+    g = torch.Generator().manual_seed(8)
+    returns = torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 1.0, 1.0, 1.0, 0.0, 1.0, 1.0, 0.0])  # groups of 4
+    adv = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    ours = group_scaled_decision_advantages(adv, returns, 4, delta=1e-3)
+    for i in range(12):
+        grp = returns[4 * (i // 4): 4 * (i // 4) + 4].double()
+        std = float(np.std(grp.numpy()))
+        expected = torch.zeros(3, dtype=torch.float64) if std == 0 else adv[i] / (std + 1e-3)
+        torch.testing.assert_close(ours[i], expected)
+    assert not ours[4:8].any()  # a group that all succeeded: no signal, as in GRPO
+    with pytest.raises(ValueError, match="group_size"):
+        group_scaled_decision_advantages(adv, returns, 5)

@@ -34,7 +34,12 @@ from internal_rl.phases.common import (
 )
 from internal_rl.phases.discover import load_base, load_metacontroller
 from internal_rl.rl.critic import LatentCritic
-from internal_rl.rl.objective import decision_advantages, normalise_decision_advantages, tied_group_share
+from internal_rl.rl.objective import (
+    decision_advantages,
+    group_scaled_decision_advantages,
+    normalise_decision_advantages,
+    tied_group_share,
+)
 from internal_rl.rl.option_env import OptionCore
 from internal_rl.rl.policy import LatentPolicy
 from internal_rl.rl.ppo import (
@@ -109,6 +114,10 @@ class RLConfig:
     gae_lambda: float = 0.5
     """λ of the critic's advantages: 1 judges each decision by R − V at its own state, 0 by V_{k+1} − V_k (its
     own effect on the value); between mixes the two."""
+    critic_scale: str = "batch"
+    """How the critic's advantages are scaled: 'batch' normalises them over the batch's valid decisions; 'group'
+    (needs group_size > 1) divides each by its GRPO group's return std and zeroes the groups whose returns all
+    tie, as GRPO does: before the first successes a young critic's noise then moves nothing."""
     critic_warmup: int = 0
     """The critic's first this many iterations train only the critic (the policy waits, the episodes count):
     a new critic's V ≡ 0 otherwise gives the first updates the bare GAE of the returns."""
@@ -150,6 +159,10 @@ class RLConfig:
             raise ValueError("critic applies to z-space methods (raw's decisions are primitive actions)")
         if self.critic_warmup < 0 or (self.critic_warmup and not self.critic):
             raise ValueError(f"critic_warmup must be >= 0 and needs critic, got {self.critic_warmup}")
+        if self.critic_scale not in ("batch", "group"):
+            raise ValueError(f"critic_scale must be 'batch' or 'group', got {self.critic_scale!r}")
+        if self.critic_scale == "group" and (not self.critic or self.group_size < 2):
+            raise ValueError("critic_scale 'group' needs critic and group_size > 1 (GRPO groups)")
         if not 0.0 <= self.gae_lambda <= 1.0:
             raise ValueError(f"gae_lambda must be in [0, 1], got {self.gae_lambda}")
         if self.group_size < 1 or self.batch_size % self.group_size:
@@ -266,8 +279,9 @@ def run_rl(cfg: RLConfig) -> dict:
                 critic.eval()
                 with torch.no_grad():
                     values = latent_values(critic, ro, torch.arange(cfg.batch_size, device=ro.mask.device))
-                adv = normalise_decision_advantages(decision_advantages(values, ro.returns.to(values.dtype),
-                                                                        ro.mask, cfg.gae_lambda), ro.mask, cfg.delta)
+                adv = decision_advantages(values, ro.returns.to(values.dtype), ro.mask, cfg.gae_lambda)
+                adv = (group_scaled_decision_advantages(adv, ro.returns, cfg.group_size, cfg.delta)
+                       if cfg.critic_scale == "group" else normalise_decision_advantages(adv, ro.mask, cfg.delta))
             stats = ppo_update(agent.logp, params, opt, ro, cfg.epochs, cfg.minibatches, cfg.clip, cfg.delta,
                                cfg.max_grad_norm, g, cfg.group_size, cfg.entropy_coef, advantages=adv)
         if critic is not None:
@@ -300,6 +314,7 @@ def run_rl(cfg: RLConfig) -> dict:
            else cfg.beta_threshold or agent.mc.config.beta_threshold,
            "group_size": cfg.group_size, "critic": cfg.critic,
            "gae_lambda": cfg.gae_lambda if cfg.critic else None,
+           "critic_scale": cfg.critic_scale if cfg.critic else None,
            "final_success": final["success"],
            "eval_episodes": final["episodes"], "eval_progress_hist": final["progress_hist"],
            "eval_wrong_colour_hist": final["wrong_colour_hist"],

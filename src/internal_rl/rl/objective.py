@@ -9,7 +9,8 @@ own advantage instead, by GAE with γ = 1 and the episode's return as the reward
     δ_k = V_{k+1} − V_k  (k < K),   δ_K = R − V_K,   A_k = Σ_{l ≥ k} λ^{l−k} δ_l
 
 (λ = 1: R − V_k, every decision judged against its own state's value; λ = 0: V_{k+1} − V_k, one decision's own
-effect on the value). Normalised over the batch's valid decisions like the episode advantages.
+effect on the value). Normalised over the batch's valid decisions like the episode advantages, or (GRPO groups)
+scaled by each group's return std, groups whose returns all tie contributing nothing as in GRPO.
 
 rl/ppo.py trains with it; the seed API's ``MetaController.policy_loss`` uses it without importing the
 environments that rl/ppo.py collects rollouts from.
@@ -20,8 +21,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["clipped_surrogate", "decision_advantages", "episode_advantages", "normalise_decision_advantages",
-           "tied_group_share", "update_diagnostics"]
+__all__ = ["clipped_surrogate", "decision_advantages", "episode_advantages", "group_scaled_decision_advantages",
+           "normalise_decision_advantages", "tied_group_share", "update_diagnostics"]
 
 
 def _check_group_size(returns: Tensor, group_size: int) -> None:
@@ -75,6 +76,18 @@ def normalise_decision_advantages(adv: Tensor, mask: Tensor, delta: float = 1e-3
     v = adv[mask]
     mean, std = v.mean(), v.std(unbiased=False)
     return torch.where(mask, (adv - mean) / (std + delta), torch.zeros_like(adv))
+
+
+def group_scaled_decision_advantages(adv: Tensor, returns: Tensor, group_size: int, delta: float = 1e-3) -> Tensor:
+    """Per-decision advantages (B, K) divided by the return std of their episode's GRPO group (+ δ), and 0 in
+    groups whose returns all tie: the groups GRPO learns from keep its scale, with the credit of each episode
+    spread over its decisions by the critic instead of shared."""
+    _check_group_size(returns, group_size)
+    groups = returns.reshape(-1, group_size)
+    std = groups.std(1, unbiased=False)
+    tied = groups.amax(1) == groups.amin(1)
+    scale = torch.where(tied, torch.zeros_like(std), 1.0 / (std + delta))
+    return adv * scale.repeat_interleave(group_size)[:, None].to(adv.dtype)
 
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:

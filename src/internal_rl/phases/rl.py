@@ -247,7 +247,7 @@ def run_rl(cfg: RLConfig) -> dict:
         if critic is not None and "critic_optimizer" in st["extra"]:
             critic.load_state_dict(load_file(out / "critic.safetensors"))
             critic_opt.load_state_dict(st["extra"]["critic_optimizer"])
-            critic_age = st["extra"]["critic_iterations"]
+            critic_age = st["extra"].get("critic_iterations", it)  # runs saved before the warm-up existed
         elif critic is not None:
             print(f"[rl] {out} was trained without a critic to iteration {it}: a new critic (V ≡ 0) joins it here")
         elif "critic_optimizer" in st["extra"]:

@@ -19,20 +19,14 @@ import time
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
 from internal_rl.analysis.lost_options import fatal_aucs, fatal_decisions, index_only_scores, train_fatal_probe
-from internal_rl.phases.rl import RLConfig, _Agent
+from internal_rl.phases.rl import load_finished_agent
 
 
 def collect(run: str, batches: int, batch_size: int, seed: int) -> tuple[torch.Tensor, ...]:
     """(inputs (N, K, D), mask (N, K), fatal (N, K), success (N,)) over `batches` batches of the run's policy."""
-    cfg = RLConfig(**json.loads((Path(run) / "config.json").read_text())["rl"])
-    if cfg.method == "raw":
-        raise SystemExit("--rl must be a z-space run (internal, beta1 or cotrained): raw has no residual-stream input")
-    cfg.resume, cfg.critic, cfg.critic_warmup = False, False, 0
-    agent = _Agent(cfg)
-    agent.net.load_state_dict(load_file(Path(run) / "policy.safetensors"))
+    agent, _ = load_finished_agent(run)
     ros = [agent.collect(batch_size, seed=seed + 7919 * i) for i in range(batches)]
     K = max(ro.mask.shape[1] for ro in ros)
 

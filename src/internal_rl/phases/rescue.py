@@ -7,16 +7,13 @@ so this reads what z-space holds for the trained policy's failures, not how the 
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from internal_rl.analysis.rescue import parse_candidates, rescue_failed_layouts
 from internal_rl.phases.common import set_threads, write_json
-from internal_rl.phases.rl import RLConfig, _Agent
+from internal_rl.phases.rl import load_finished_agent
 
 
 @dataclass
@@ -43,18 +40,11 @@ def run_rescue(cfg: RescueConfig) -> dict:
     """Load the run's frozen base, metacontroller and policy; run the two passes; write rescue.json."""
     set_threads(cfg.threads)
     run = Path(cfg.rl)
-    for name in ("config.json", "policy.safetensors"):
-        if not (run / name).exists():
-            raise FileNotFoundError(f"{run / name} not found: give a finished `internal-rl rl` run folder")
-    rl_cfg = RLConfig(**{**json.loads((run / "config.json").read_text())["rl"], "progress": False, "device": "cpu"})
-    if rl_cfg.method == "raw":
-        raise ValueError(f"{run}: a raw-action run has no codes z to rescue with; give a z-space run")
+    agent, rl_cfg = load_finished_agent(run)
     if rl_cfg.oracle_switch:
         raise ValueError(f"{run}: oracle_switch runs decide at the true subgoal changes; the rescue analysis "
                          "follows the switching unit")
     candidates = parse_candidates(cfg.candidates)
-    agent = _Agent(rl_cfg)
-    agent.net.load_state_dict(load_file(run / "policy.safetensors"))
     t0 = time.time()
     res = rescue_failed_layouts(agent.model, agent.mc, agent.layer, agent.net, rl_cfg.task, cfg.groups,
                                 cfg.group_size, cfg.seed, candidates, rl_cfg.beta_threshold or None)

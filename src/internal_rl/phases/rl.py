@@ -12,6 +12,7 @@ results.json (success curve against episodes and primitive env steps, final succ
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,6 +210,24 @@ class _Agent:
         if self.cfg.method == "raw":
             return raw_logp(self.model, ro, idx, with_entropy)
         return latent_logp(self.net, ro, idx, with_entropy)
+
+
+def load_finished_agent(run: str | Path) -> tuple[_Agent, RLConfig]:
+    """The agent of a finished z-space ``internal-rl rl`` folder on the CPU, its policy (and critic, if the run
+    trained one) loaded, with the run's config: what the analyses on top of a trained run start from."""
+    run = Path(run)
+    for name in ("config.json", "policy.safetensors"):
+        if not (run / name).exists():
+            raise FileNotFoundError(f"{run / name} not found: give a finished `internal-rl rl` run folder")
+    cfg = RLConfig(**{**json.loads((run / "config.json").read_text())["rl"], "progress": False, "device": "cpu",
+                      "resume": False})
+    if cfg.method == "raw":
+        raise ValueError(f"{run}: a raw-action run has no policy over z; give a z-space run")
+    agent = _Agent(cfg)
+    agent.net.load_state_dict(load_file(run / "policy.safetensors"))
+    if agent.critic is not None:
+        agent.critic.load_state_dict(load_file(run / "critic.safetensors"))
+    return agent, cfg
 
 
 def evaluate_agent(agent: _Agent, episodes: int, seed: int, temperature: float | None = None,

@@ -156,9 +156,8 @@ def critic_update(critic: LatentCritic, optimizer: torch.optim.Optimizer, ro: Ro
     critic.train()
     targets = critic_targets(ro.returns.to(ro.inputs.dtype), ro.mask)
     n = ro.returns.shape[0]
-    losses = []
     for _ in range(epochs):
-        losses = []
+        losses = []  # the last epoch's
         perm = torch.randperm(n, generator=generator).to(ro.returns.device)
         for idx in perm.chunk(minibatches):
             loss = value_loss(latent_values(critic, ro, idx), targets[idx], ro.mask[idx])

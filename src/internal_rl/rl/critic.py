@@ -8,24 +8,22 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from internal_rl.models.ssm import Hawk
+from internal_rl.rl.policy import SwitchStreamSSM
 
 
-class LatentCritic(nn.Module):
-    """Causal SSM value function over decisions; the head starts at zero (V ≡ 0 before training)."""
+class LatentCritic(SwitchStreamSSM):
+    """Causal SSM value function over decisions (the policy's trunk, its own weights); the head starts at zero
+    (V ≡ 0 before training)."""
 
     def __init__(self, d_model: int, width: int = 256, depth: int = 1):
-        super().__init__()
-        self.norm_in = nn.LayerNorm(d_model)
-        self.proj = nn.Linear(d_model, width)
-        self.ssm = Hawk(width, depth, lru_dim=width, mlp_hidden=2 * width)
+        super().__init__(d_model, width, depth)
         self.head = nn.Linear(width, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
 
     def forward(self, e: Tensor, mask: Tensor | None = None) -> Tensor:
         """V (B, K) at each of the K decisions, from the residual streams e (B, K, D) seen at them."""
-        return self.head(self.ssm(self.proj(self.norm_in(e)), mask))[..., 0]
+        return self.head(self.features(e, mask))[..., 0]
 
 
 def value_loss(values: Tensor, targets: Tensor, mask: Tensor) -> Tensor:

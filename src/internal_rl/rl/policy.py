@@ -25,19 +25,32 @@ def gaussian_entropy(logstd: Tensor) -> Tensor:
     return (logstd + 0.5 * math.log(2 * math.pi * math.e)).sum(-1)
 
 
-class LatentPolicy(nn.Module):
-    """Causal SSM policy over z. Parallel `forward` (training) and `step` (rollouts) agree."""
+class SwitchStreamSSM(nn.Module):
+    """The trunk the policy and the critic share in shape: LayerNorm → Linear → causal Hawk SSM over the
+    residual streams seen at switch times (each keeps its own weights; the attribute names are the
+    checkpoints' keys)."""
 
-    def __init__(self, d_model: int, n_z: int, width: int = 256, depth: int = 1, min_std: float = 0.0):
+    def __init__(self, d_model: int, width: int, depth: int):
         super().__init__()
-        if not 0.0 <= min_std < math.exp(2.0):
-            raise ValueError(f"min_std must be in [0, e^2) (0: no floor), got {min_std}")
-        self.n_z = n_z
-        # σ's floor as log σ: with min_std > 0 exploration never narrows below it (0: the clamp at e^-5)
-        self.min_logstd = math.log(min_std) if min_std > math.exp(-5.0) else -5.0
         self.norm_in = nn.LayerNorm(d_model)
         self.proj = nn.Linear(d_model, width)
         self.ssm = Hawk(width, depth, lru_dim=width, mlp_hidden=2 * width)
+
+    def features(self, e: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, K, width) for the residual streams at K switch times e (B, K, D)."""
+        return self.ssm(self.proj(self.norm_in(e)), mask)
+
+
+class LatentPolicy(SwitchStreamSSM):
+    """Causal SSM policy over z. Parallel `forward` (training) and `step` (rollouts) agree."""
+
+    def __init__(self, d_model: int, n_z: int, width: int = 256, depth: int = 1, min_std: float = 0.0):
+        if not 0.0 <= min_std < math.exp(2.0):
+            raise ValueError(f"min_std must be in [0, e^2) (0: no floor), got {min_std}")
+        super().__init__(d_model, width, depth)
+        self.n_z = n_z
+        # σ's floor as log σ: with min_std > 0 exploration never narrows below it (0: the clamp at e^-5)
+        self.min_logstd = math.log(min_std) if min_std > math.exp(-5.0) else -5.0
         self.head = nn.Linear(width, 2 * n_z)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -48,7 +61,7 @@ class LatentPolicy(nn.Module):
 
     def forward(self, e: Tensor, mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
         """(mean, logstd) (B, K, n_z) for the residual streams at K switch times e (B, K, D)."""
-        return self._dist(self.ssm(self.proj(self.norm_in(e)), mask))
+        return self._dist(self.features(e, mask))
 
     def initial_state(self, batch: int) -> list[HawkBlockState]:
         p = self.head.weight

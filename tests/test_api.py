@@ -1,5 +1,6 @@
 """The seed's compact API (internal_rl.api): the usage example on gridworld-pinpad, and its contracts."""
 
+import math
 import subprocess
 import sys
 
@@ -207,7 +208,13 @@ def test_discovery_alpha_and_switch_weight_scale_their_terms():
     torch.testing.assert_close(r1, r2)
     torch.testing.assert_close(k2, 3 * k1)
     assert s1.item() == 0.0 and s1.requires_grad
-    assert 0.0 < s2.item() < 2.0  # 2 × mean β, β ∈ (0, 1)
+    # 2 × mean β over the valid steps t ≥ 2 (β_1 = 1 is forced): the same z̃ noise gives the same β
+    torch.manual_seed(5)
+    with torch.no_grad():
+        e = model.base.lower(state, prev_actions_of(actions))
+        beta = mc.core(e, mask, sample=True).beta
+    assert not mask.all()  # padding is there to be left out
+    torch.testing.assert_close(s2.detach(), 2.0 * beta[:, 1:][mask[:, 1:]].mean())
     s2.backward()
     assert mc.core.switch_out.weight.grad.abs().sum() > 0
 
@@ -340,6 +347,42 @@ def test_policy_loss_clip_and_update_changes_policy():
     mc.policy_loss(*args[:1], g["old_log_probs"], *args[2:]).backward()
     opt.step()
     assert any(not torch.equal(a, b) for a, b in zip(before, mc.internal_rl_parameters()))
+
+
+def test_policy_loss_is_the_clipped_surrogate_of_the_step_by_step_ratios():
+    """With old log-probs shifted off the rollout's own (ρ = e^{−shift} on both sides of the clip) and per-episode
+    advantages of both signs, policy_loss equals −mean over the switch steps of min(ρA, clip(ρ)A), ρ taken from the
+    step-by-step log-probs of the rollout (a loop); one small SGD step at ρ = 1 then raises Σ A·log π at the switch
+    steps: the ratio is new over old, not the reverse."""
+    model = make_model()
+    mc = make_mc()
+    randomize_policy_head(mc)
+    g = rollout(model, mc, n=4, max_steps=10, seed=7)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    sw = mc.switch_mask(g["switch_betas"], g["mask"])
+    shift = torch.zeros(sw.shape)
+    cycle = torch.tensor([0.5, -0.5, 0.05])  # the switch steps in turn: ρ below, above and inside the clip
+    shift[sw] = cycle[torch.arange(int(sw.sum())) % 3]
+    old = g["old_log_probs"] + shift
+    terms = []
+    for b in range(4):
+        for t in range(sw.shape[1]):
+            if sw[b, t]:
+                rho = math.exp(-float(shift[b, t]))
+                terms.append(min(rho * float(adv[b]), min(max(rho, 0.8), 1.2) * float(adv[b])))
+    rho = torch.exp(-shift)[sw]
+    assert (rho < 0.8).any() and (rho > 1.2).any() and len(terms) >= 3
+    with torch.no_grad():
+        got = mc.policy_loss(g["states"], old, g["latent_actions"], adv, g["switch_betas"], g["mask"], clip=0.2)
+    assert float(got) == pytest.approx(-sum(terms) / len(terms), rel=1e-4, abs=1e-6)
+
+    opt = torch.optim.SGD(mc.internal_rl_parameters(), lr=1e-3)
+    mc.policy_loss(g["states"], g["old_log_probs"], g["latent_actions"], adv, g["switch_betas"], g["mask"]).backward()
+    opt.step()
+    with torch.no_grad():
+        after = mc.policy_log_prob(g["states"], g["latent_actions"], g["switch_betas"], g["mask"])
+    moved = (after - g["old_log_probs"])[sw]
+    assert float((adv[:, None].expand_as(sw)[sw] * moved).sum()) > 0
 
 
 def test_policy_loss_bad_shapes():

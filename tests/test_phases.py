@@ -384,6 +384,52 @@ def test_rl_resume_continues_the_same_run_and_can_only_evaluate(data_dir, tmp_pa
         run_rl(cfg)
 
 
+@pytest.mark.parametrize("scale", ["batch", "group"])
+def test_rl_critic_advantages_reach_ppo_as_configured(data_dir, tmp_path, monkeypatch, scale):
+    """With --critic, what ppo_update receives at every iteration is GAE(λ) of the critic's values at collection
+    time and the batch's returns, normalised over the batch's decisions or scaled per GRPO group as configured
+    (the non-default λ = 0.3 must reach it)."""
+    import internal_rl.phases.rl as rl_phase
+    from internal_rl.phases.discover import run_discover
+    from internal_rl.rl.objective import (
+        decision_advantages,
+        group_scaled_decision_advantages,
+        normalise_decision_advantages,
+    )
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+    run_discover(presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"),
+                                         str(tmp_path / "discover"), progress=False))
+    values, updates = [], []
+    real_values, real_update = rl_phase.latent_values, rl_phase.ppo_update
+
+    def values_spy(critic, ro, idx):
+        v = real_values(critic, ro, idx)
+        values.append(v.clone())
+        return v
+
+    def update_spy(*args, advantages=None, **kw):
+        updates.append((args[3], None if advantages is None else advantages.clone()))
+        return real_update(*args, advantages=advantages, **kw)
+
+    monkeypatch.setattr(rl_phase, "latent_values", values_spy)
+    monkeypatch.setattr(rl_phase, "ppo_update", update_spy)
+    cfg = presets.rl_config("smoke", str(tmp_path / "pretrain"), str(tmp_path / "discover"), str(tmp_path / "rl"))
+    cfg.progress, cfg.critic, cfg.gae_lambda, cfg.critic_scale, cfg.episodes = False, True, 0.3, scale, 48
+    cfg.group_size, cfg.task = (4 if scale == "group" else 1), "3"  # a one-colour task: some episodes succeed
+    rl_phase.run_rl(cfg)
+    assert len(values) == len(updates) == 3
+    for v, (ro, adv) in zip(values, updates):
+        raw = decision_advantages(v, ro.returns.to(v.dtype), ro.mask, 0.3)
+        want = (group_scaled_decision_advantages(raw, ro.returns, 4, cfg.delta) if scale == "group"
+                else normalise_decision_advantages(raw, ro.mask, cfg.delta))
+        torch.testing.assert_close(adv, want)
+    assert any(bool(v.abs().sum() > 0) for v in values[1:])  # the critic trains: later values are not V ≡ 0
+    assert any(bool(adv.abs().sum() > 0) for _, adv in updates)
+
+
 def _check_endings(res: dict, task_len: int = 12) -> None:
     """Where evaluation episodes ended agrees with their success rate: every episode ends once, the
     successful ones after all task_len colours, and only failures end on a wrong colour."""

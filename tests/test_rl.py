@@ -53,7 +53,9 @@ def test_policy_parallel_matches_step_and_starts_at_prior():
 
 
 def test_gaussian_logp_is_joint_density():
-    mean, logstd, z = torch.randn(5, 4), torch.randn(5, 4) * 0.3, torch.randn(5, 4)
+    g = torch.Generator().manual_seed(0)
+    mean, logstd, z = (torch.randn(5, 4, generator=g, dtype=torch.float64) for _ in range(3))
+    logstd = 0.3 * logstd
     ref = torch.distributions.Normal(mean, logstd.exp()).log_prob(z).sum(-1)
     torch.testing.assert_close(gaussian_logp(z, mean, logstd), ref)
 
@@ -65,8 +67,10 @@ def test_gaussian_entropy_is_the_joint_entropy():
 
 
 def test_clipped_surrogate_reference():
-    logp, old = torch.randn(4, 3), torch.randn(4, 3)
-    adv = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    """−mean over valid decisions of min(ρA, clip(ρ)A), against a loop (float64, seeded: ρ on both sides of the clip)."""
+    g = torch.Generator().manual_seed(0)
+    logp, old = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    adv = torch.tensor([1.0, -1.0, 0.5, 2.0], dtype=torch.float64)
     mask = torch.tensor([[1, 1, 0], [1, 0, 0], [1, 1, 1], [0, 0, 0]], dtype=torch.bool)
     vals = []
     for i in range(4):
@@ -74,7 +78,9 @@ def test_clipped_surrogate_reference():
             if mask[i, k]:
                 r = float(torch.exp(logp[i, k] - old[i, k]))
                 vals.append(min(r * adv[i], min(max(r, 0.8), 1.2) * adv[i]))
-    assert clipped_surrogate(logp, old, adv, mask, 0.2).item() == pytest.approx(-np.mean(vals), rel=1e-5)
+    ratios = torch.exp(logp - old)[mask]
+    assert (ratios < 0.8).any() and (ratios > 1.2).any()  # both clips are exercised
+    assert clipped_surrogate(logp, old, adv, mask, 0.2).item() == pytest.approx(-np.mean(vals), rel=1e-12, abs=1e-12)
     adv_n = episode_advantages(torch.tensor([0.0, 1.0, 1.0, 0.0]))
     assert adv_n.mean().abs() < 1e-6 and adv_n[1] > 0
 
@@ -440,6 +446,85 @@ def test_update_diagnostics_match_a_loop_and_ignore_padding():
     assert update_diagnostics(old, old, mask, 0.2) == (0.0, 0.0)  # an unchanged policy moved nowhere
 
 
+def _ppo_reference(pol, ro, returns, group_size, clip=0.2, delta=1e-3, entropy_coef=0.0):
+    """PPO's first-minibatch loss by definition, one episode and one decision at a time (float64): the policy run
+    on each episode's own decisions, advantages normalised within groups of consecutive episodes."""
+    R = returns.double().tolist()
+    terms, ents = [], []
+    for b in range(len(R)):
+        g0 = b - b % group_size
+        grp = R[g0:g0 + group_size] if group_size > 1 else R  # G = 1: the paper's whole-batch normalisation
+        mu = sum(grp) / len(grp)
+        sd = math.sqrt(sum((x - mu) ** 2 for x in grp) / len(grp))
+        adv = (R[b] - mu) / (sd + delta)
+        n = int(ro.mask[b].sum())
+        with torch.no_grad():
+            mean, logstd = pol(ro.inputs[b:b + 1, :n])
+        for k in range(n):
+            logp = float(torch.distributions.Normal(mean[0, k], logstd[0, k].exp()).log_prob(ro.actions[b, k]).sum())
+            rho = math.exp(logp - float(ro.old_logp[b, k]))
+            terms.append(min(rho * adv, min(max(rho, 1 - clip), 1 + clip) * adv))
+            ents.append(float(gaussian_entropy(logstd[0, k])))
+    return -float(np.mean(terms)) - entropy_coef * float(np.mean(ents)), float(np.mean(ents))
+
+
+@pytest.mark.parametrize("group_size", [1, 4])
+def test_ppo_update_loss_is_the_clipped_surrogate_of_the_normalised_returns(group_size):
+    """One epoch, one minibatch: the reported loss (taken before the step) is −mean min(ρA, clip(ρ)A) over the
+    valid decisions with A normalised over the batch (G = 1) or within groups of G (by a loop), ρ on both sides
+    of the clip; with c_H > 0 the entropy is the masked mean entropy of the policy and the loss subtracts c_H × it."""
+    torch.manual_seed(3)
+    pol = LatentPolicy(32, 4, width=16).double()
+    torch.nn.init.normal_(pol.head.weight, std=0.3)
+    ro = _entropy_rollouts()
+    ro.inputs, ro.actions = ro.inputs.double(), ro.actions.double()
+    ro.returns = torch.tensor([1.0, 0.0, 0.0, 1.0, 1.0, 1.0, 0.0, 1.0], dtype=torch.float64)
+    with torch.no_grad():
+        current = latent_logp(pol, ro, torch.arange(8))
+    shift = 0.6 * torch.randn(ro.mask.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ro.old_logp = torch.where(ro.mask, current + shift, torch.full_like(current, float("nan")))  # padding: anything
+    rho = torch.exp(-shift)[ro.mask]
+    assert (rho < 0.8).any() and (rho > 1.2).any()
+    for coef in (0.0, 0.3):
+        want_loss, want_ent = _ppo_reference(pol, ro, ro.returns, group_size, entropy_coef=coef)
+        pol_copy = LatentPolicy(32, 4, width=16).double()
+        pol_copy.load_state_dict(pol.state_dict())
+        fn = lambda r, i, e=False, p=pol_copy: latent_logp(p, r, i, e)  # noqa: E731
+        stats = ppo_update(fn, list(pol_copy.parameters()), torch.optim.SGD(pol_copy.parameters(), lr=1e-2), ro,
+                           1, 1, 0.2, 1e-3, 0.0, torch.Generator().manual_seed(0), group_size=group_size,
+                           entropy_coef=coef)
+        assert stats["loss"] == pytest.approx(want_loss, rel=1e-9, abs=1e-12)
+        if coef:
+            assert stats["entropy"] == pytest.approx(want_ent, rel=1e-9)
+
+
+def test_ppo_update_skips_batches_without_signal_and_the_step_follows_the_advantages():
+    """Returns that all tie (or tie within every GRPO group) skip the update with the parameters bit-identical;
+    otherwise one small SGD step at ρ = 1 raises Σ A·log π over the decisions (the step's sign is the advantages')."""
+    torch.manual_seed(4)
+    pol = LatentPolicy(32, 4, width=16).double()
+    torch.nn.init.normal_(pol.head.weight, std=0.3)
+    ro = _entropy_rollouts()
+    ro.inputs, ro.actions = ro.inputs.double(), ro.actions.double()
+    fn = lambda r, i: latent_logp(pol, r, i)  # noqa: E731
+    with torch.no_grad():
+        ro.old_logp = latent_logp(pol, ro, torch.arange(8))
+    before = [p.clone() for p in pol.parameters()]
+    opt = torch.optim.SGD(pol.parameters(), lr=1e-3)
+    for returns, g in ((torch.ones(8), 1), (torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0]), 4)):
+        ro.returns = returns.double()
+        stats = ppo_update(fn, list(pol.parameters()), opt, ro, 2, 2, 0.2, 1e-3, 1.0, torch.Generator(), group_size=g)
+        assert stats["skipped"] == 1.0
+        assert all(torch.equal(a, b) for a, b in zip(before, pol.parameters()))
+    ro.returns = torch.tensor([1.0, 0, 0, 1, 0, 1, 1, 0], dtype=torch.float64)
+    adv = episode_advantages(ro.returns)[:, None].expand(ro.mask.shape)
+    stats = ppo_update(fn, list(pol.parameters()), opt, ro, 1, 1, 0.2, 1e-3, 0.0, torch.Generator())
+    assert stats["skipped"] == 0.0
+    with torch.no_grad():
+        moved = latent_logp(pol, ro, torch.arange(8)) - ro.old_logp
+    assert float((adv * moved)[ro.mask].sum()) > 0
+
+
 def test_ppo_update_reports_how_far_the_policy_moved():
     torch.manual_seed(0)
     pol = LatentPolicy(32, 4, width=16)
@@ -565,6 +650,22 @@ def test_normalised_decision_advantages_and_per_decision_surrogate():
     per_episode = torch.tensor([0.5, -1.0, 2.0])
     torch.testing.assert_close(clipped_surrogate(logp, old, per_episode[:, None].expand(3, 3), mask, 0.2),
                                clipped_surrogate(logp, old, per_episode, mask, 0.2))
+
+
+def test_value_loss_and_targets_leave_padding_out():
+    """value_loss is the mean squared error over the valid decisions only (padding holds junk), and the targets
+    are each episode's return at its valid decisions and 0 at padding."""
+    from internal_rl.rl.critic import critic_targets, value_loss
+
+    g = torch.Generator().manual_seed(0)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0]], dtype=torch.bool)
+    v, t = torch.randn(3, 3, generator=g, dtype=torch.float64), torch.randn(3, 3, generator=g, dtype=torch.float64)
+    v_junk = v.masked_fill(~mask, 1e3)
+    want = float(np.mean([(float(v[i, k]) - float(t[i, k])) ** 2 for i in range(3) for k in range(3) if mask[i, k]]))
+    assert float(value_loss(v_junk, t, mask)) == pytest.approx(want, rel=1e-12)
+    returns = torch.tensor([1.0, 0.0, 2.0], dtype=torch.float64)
+    tg = critic_targets(returns, mask)
+    assert torch.equal(tg, torch.tensor([[1.0, 1, 1], [0, 0, 0], [2, 2, 0]], dtype=torch.float64))
 
 
 def test_critic_is_causal_ignores_padding_and_starts_at_zero():

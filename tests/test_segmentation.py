@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+from einops import rearrange
 
 from internal_rl.analysis.segmentation import beta_histogram, segmentation_by_threshold, segmentation_metrics
 
@@ -126,3 +127,64 @@ def test_beta_histogram_counts_valid_steps_after_the_first():
     assert beta_histogram(beta, m, bins=2) == [3, 3]
     with pytest.raises(ValueError, match="must match"):
         beta_histogram(beta, m[:, :3])
+
+
+def _expert_rollouts_with_progress(n, eps, seed):
+    """Expert episodes as a Trajectories, with the env's own count of task colours visited before each action
+    (`BatchedPinPad.progress`, −1 on padding), read while replaying them."""
+    from internal_rl.data.trajectories import Trajectories
+    from internal_rl.envs.pinpad import BatchedPinPad, PinPadConfig
+    from internal_rl.experts.pinpad_expert import ShortestPathExpert
+
+    cfg = PinPadConfig()
+    env, expert, rng = BatchedPinPad(n, cfg, seed=seed), ShortestPathExpert(eps), np.random.default_rng(seed + 1)
+    obs, actions, subgoals, progress = [env.reset()], [], [], []
+    lengths = np.zeros(n, dtype=np.int64)
+    while not env.done.all():
+        live = ~env.done
+        a = expert.act(env, rng)
+        actions.append(np.where(live, a, 0))
+        subgoals.append(np.where(live, env.subgoal, -1))
+        progress.append(np.where(live, env.progress, -1))
+        obs.append(env.step(a)[0])
+        lengths += live
+    stack = lambda x: rearrange(np.stack(x), "t n ... -> n t ...")  # noqa: E731
+    data = Trajectories.from_float_obs(stack(obs), stack(actions), lengths, stack(subgoals), list(env.tasks))
+    return data, stack(progress)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.3])
+def test_nll_by_colours_visited_matches_a_per_step_loop(eps):
+    """Each bucket k holds exactly the steps taken after k task colours were visited, as the env counts them
+    while replaying the episodes (ε = 0.3: noisy moves into walls, also while standing on a colour just
+    visited, visit nothing), and its NLL is the mean of −log p(a_t) from a float64 loop over steps, each
+    episode run alone (no padding), for a model whose action head is scaled so the NLL differs by step."""
+    import torch
+
+    from internal_rl.analysis.progress_nll import nll_by_colours_visited
+    from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig
+
+    data, progress = _expert_rollouts_with_progress(12, eps, seed=4)
+    torch.manual_seed(0)
+    model = SequenceModel(SequenceModelConfig(d_model=16, depth=1, n_heads=1, head_dim=16, mlp_hidden=16,
+                                              prev_action_input=True))
+    with torch.no_grad():
+        model.action_head.weight.mul_(20.0)
+    per_count = {}
+    for i in range(len(data)):
+        L = int(data.lengths[i])
+        b = data.batch(np.array([i]), "cpu")
+        acts = b["actions"][0, :L].tolist()
+        prev = torch.tensor([[-1] + acts[:-1]])
+        with torch.no_grad():
+            logits = model(b["obs"][:, :L], prev).action_logits[0].double()
+        for t in range(L):
+            nll = -(logits[t, acts[t]] - torch.logsumexp(logits[t], 0)).item()
+            per_count.setdefault(int(progress[i, t]), []).append(nll)
+    assert sorted(per_count) == [0, 1, 2, 3, 4, 5]
+    rows = nll_by_colours_visited(model, data, max_visits=7)
+    assert [r["colours_visited"] for r in rows] == sorted(per_count)
+    assert [r["steps"] for r in rows] == [len(per_count[k]) for k in sorted(per_count)]
+    assert [r["nll"] for r in rows] == pytest.approx([np.mean(per_count[k]) for k in sorted(per_count)], rel=1e-5)
+    nlls = [r["nll"] for r in rows]
+    assert max(nlls) - min(nlls) > 0.05  # buckets differ, so steps put in the wrong one change a mean

@@ -27,15 +27,21 @@ from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
 @torch.no_grad()
 def nll_by_colours_visited(model: SequenceModel, data: Trajectories, episodes: int = 1000, grid: int = 7,
                            n_colors: int = 8, max_visits: int = 6) -> list[dict]:
-    """[{colours_visited: k, steps, nll}] over valid steps of the first `episodes` held-out episodes."""
+    """[{colours_visited: k, steps, nll}] over valid steps of the first `episodes` held-out episodes; k counts
+    the moves onto a colour among o_0..o_t (the task colours visited before a_t, as the env's `progress`)."""
     model.eval()
     b = data.batch(np.arange(min(episodes, len(data))), next(model.parameters()).device)
     T = b["actions"].shape[1]
     pa = prev_actions_of(b["actions"]) if model.prev_action is not None else None
     nll = -model.action_logp(model(b["obs"][:, :T], pa), b["actions"])
     cells = b["obs"][:, :T].reshape(b["obs"].shape[0], T, grid * grid, -1)  # (row·col, channel); agent last
-    on_colour = torch.einsum("btc,btck->btk", cells[..., -1], cells[..., :n_colors]).sum(-1) > 0
-    visited = torch.cumsum(on_colour.long(), 1)
+    agent = cells[..., -1]
+    on_colour = torch.einsum("btc,btck->btk", agent, cells[..., :n_colors]).sum(-1) > 0
+    # A visit is a move onto a colour: an (ε-noisy) move into a wall or the edge leaves the agent where it was,
+    # and standing on the colour just visited must not count it again (the env's `progress` does not).
+    arrived = torch.ones_like(on_colour)
+    arrived[:, 1:] = (agent[:, 1:] != agent[:, :-1]).any(-1)
+    visited = torch.cumsum((on_colour & arrived).long(), 1)
     rows = []
     for k in range(max_visits):
         sel = b["mask"] & (visited == k)

@@ -92,12 +92,13 @@ def group_scaled_decision_advantages(adv: Tensor, returns: Tensor, group_size: i
 
 def clipped_surrogate(logp: Tensor, old_logp: Tensor, adv: Tensor, mask: Tensor, clip: float) -> Tensor:
     """PPO clipped objective (negated, mean over valid decisions); adv (B,), one per episode broadcast over its
-    decisions, or (B, K), one per decision."""
-    ratio = torch.exp(logp - old_logp)
+    decisions, or (B, K), one per decision. Padding may hold anything (even NaN): it is selected out, not
+    multiplied by zero."""
+    zero = torch.zeros((), dtype=logp.dtype, device=logp.device)
+    ratio = torch.where(mask, logp - old_logp, zero).exp()
     a = adv[:, None] if adv.dim() == 1 else adv
-    obj = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
-    m = mask.to(obj.dtype)
-    return -(obj * m).sum() / m.sum().clamp(min=1)
+    obj = torch.where(mask, torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a), zero)
+    return -obj.sum() / mask.sum().clamp(min=1).to(obj.dtype)
 
 
 @torch.no_grad()
@@ -105,7 +106,7 @@ def update_diagnostics(logp: Tensor, old_logp: Tensor, mask: Tensor, clip: float
     """(approx_kl, clip_fraction) over the valid decisions: KL(π_old ‖ π_new) estimated as mean((ρ − 1) − log ρ)
     (non-negative, unbiased), and the share of decisions whose ratio ρ lies outside [1 − ε, 1 + ε]. How far
     an update moved the policy: a KL near 0 with no clipping says the policy has stopped changing."""
-    log_ratio = (logp - old_logp).float()
+    log_ratio = torch.where(mask, logp - old_logp, torch.zeros((), dtype=logp.dtype, device=logp.device)).float()
     ratio = log_ratio.exp()
     m = mask.float()
     n = m.sum().clamp(min=1)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -516,10 +517,16 @@ def test_metrics_logger_fresh_run_replaces_and_resume_truncates(tmp_path):
     log.close()
     old_events = sorted((tmp_path / "tb").glob("events.out.tfevents.*"))
     assert steps() == [1, 2, 3, 4] and old_events
+    text = (tmp_path / "metrics.csv").read_text().splitlines()
+    text[2] = "2,100.0," + text[2].split(",", 2)[2]  # step 2 was logged 100 s into the run
+    (tmp_path / "metrics.csv").write_text("\n".join(text) + "\n")
     log = MetricsLogger(tmp_path, resume_step=2)
     log.log(3, loss=0.3)
     log.close()
     assert steps() == [1, 2, 3]
+    with open(tmp_path / "metrics.csv") as f:
+        times = [float(r["time"]) for r in csv.DictReader(f)]
+    assert times[1] == 100.0 and 100.0 <= times[2] < 160.0  # the resumed run's clock goes on from its last row
     log = MetricsLogger(tmp_path)
     log.log(1, loss=2.0)
     log.close()
@@ -592,3 +599,67 @@ def test_console_command_reports_bad_input_in_one_line(tmp_path):
     assert out.stderr.strip() == "internal-rl: error: unknown amp mode 'fp8'; choose one of none, bf16, auto"
     out = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "INTERNAL_RL_TRACEBACK": "1"})
     assert out.returncode == 1 and "Traceback" in out.stderr and "ValueError: unknown amp mode" in out.stderr
+
+
+def test_cli_resume_reads_the_runs_own_settings_and_refuses_others(data_dir, tmp_path, capsys):
+    """`--resume` alone continues a run with the settings it was started with (here the smoke preset's, although
+    the command names none, whose default is quick); a setting that differs from the run's is refused by name,
+    and a larger budget is allowed; rl runs of other methods get their own default folders, and resuming a run
+    as another method is refused."""
+    import shutil
+
+    from internal_rl.cli import main
+
+    root = tmp_path / "r"
+    shutil.copytree(data_dir / "data", root / "data")
+    main(["pretrain", "--preset", "smoke", "--root", str(root), "--steps", "4", "--no-progress", "--threads", "1"])
+    saved = json.loads((root / "pretrain" / "config.json").read_text())["pretrain"]
+    main(["pretrain", "--root", str(root), "--resume", "--steps", "6", "--no-progress"])
+    resumed = json.loads((root / "pretrain" / "config.json").read_text())["pretrain"]
+    assert json.loads((root / "pretrain" / "results.json").read_text())["steps"] == 6
+    assert {k: v for k, v in resumed.items() if k not in ("steps", "resume", "progress")} == \
+        {k: v for k, v in saved.items() if k not in ("steps", "resume", "progress")}
+    main(["pretrain", "--root", str(root), "--resume", "--steps", "3", "--no-progress"])
+    assert "nothing to train" in capsys.readouterr().out
+    with pytest.raises(ValueError, match=r"weight_decay = 0\.03 in the run, 0\.5 now"):
+        main(["pretrain", "--root", str(root), "--resume", "--weight-decay", "0.5"])
+    with pytest.raises(ValueError, match="model.d_model"):
+        main(["pretrain", "--root", str(root), "--resume", "--model.d-model", "48"])
+
+    main(["discover", "--preset", "smoke", "--root", str(root), "--no-progress", "--threads", "1"])
+    for layer in ("7", "-2"):
+        with pytest.raises(ValueError, match=r"--layer .* outside 0\.\."):
+            main(["discover", "--preset", "smoke", "--root", str(root), "--layer", layer, "--out", str(tmp_path / "d")])
+    with pytest.raises(ValueError, match=r"--layers entry 9 outside 0\.\."):
+        main(["controllers", "--preset", "smoke", "--root", str(root), "--layers", "9"])
+    main(["rl", "--preset", "smoke", "--root", str(root), "--no-progress", "--threads", "1"])
+    main(["rl", "--preset", "smoke", "--root", str(root), "--method", "raw", "--no-progress", "--threads", "1"])
+    assert json.loads((root / "rl" / "results.json").read_text())["method"] == "internal"
+    assert json.loads((root / "rl_raw" / "results.json").read_text())["method"] == "raw"
+    with pytest.raises(ValueError, match="method = 'internal' in the run, 'raw' now"):
+        main(["rl", "--root", str(root), "--resume", "--method", "raw", "--out", str(root / "rl")])
+    for flags, what in ((["--episodes", "0"], "episodes"), (["--batch-size", "0"], "batch_size")):
+        with pytest.raises(ValueError, match=what):
+            main(["rl", "--preset", "smoke", "--root", str(root), "--out", str(tmp_path / "x"), *flags])
+    with pytest.raises(ValueError, match="steps must be >= 0"):
+        main(["pretrain", "--preset", "smoke", "--root", str(root), "--out", str(tmp_path / "y"), "--steps", "-5"])
+    with pytest.raises(ValueError, match="seeds must be >= 1"):
+        main(["reproduce", "--preset", "smoke", "--seeds", "0", "--out", str(tmp_path / "z")])
+    with pytest.raises(ValueError, match="unknown command 'bogus'"):
+        main(["bogus"])
+    with pytest.raises(ValueError, match="demo takes --preset"):
+        main(["demo", "--root", str(tmp_path)])
+
+
+def test_json_files_are_strict_json():
+    """NaN and infinities (e.g. a hazard where no episode got that far) are written as null, never as bare NaN."""
+    from internal_rl.phases.common import to_jsonable, write_json
+
+    data = {"h": [0.5, float("nan"), float("inf")], "x": np.float32("nan"), "n": np.float64(2.5)}
+    assert to_jsonable(data) == {"h": [0.5, None, None], "x": None, "n": 2.5}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        write_json(Path(d) / "a.json", data)
+        assert json.loads((Path(d) / "a.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == \
+            {"h": [0.5, None, None], "x": None, "n": 2.5}

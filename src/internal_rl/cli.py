@@ -54,18 +54,34 @@ def _pop_flag(args: list[str], name: str, default: str) -> tuple[str, list[str]]
     return value, rest
 
 
+RESUMABLE = ("pretrain", "discover", "rl")  # phases whose config.json holds their settings under their name
+
+
 def _phase(cls_default: Callable[[str, str], object], run: Callable, args: list[str], prog: str):
+    """Run one phase from its preset's defaults and the flags; with ``--resume`` the defaults are the run
+    folder's own saved settings instead (so a bare ``--resume`` continues the run as it was configured)."""
     import tyro
 
     preset, args = _pop_flag(args, "preset", "quick")
     root, args = _pop_flag(args, "root", "runs/demo")
     default = cls_default(preset, root)
+    if prog in RESUMABLE and "--resume" in args:
+        import json
+
+        from internal_rl.phases.common import config_from_saved
+
+        out, _ = _pop_flag(list(args), "out", default.out)
+        saved_path = Path(out) / "config.json"
+        saved = json.loads(saved_path.read_text()).get(prog) if saved_path.exists() else None
+        if saved:  # the folder read is the folder written, wherever the run was first saved
+            default = config_from_saved(default, {**saved, "out": out})
     cfg = tyro.cli(type(default), default=default, args=args, prog=f"internal-rl {prog}")
     return run(cfg)
 
 
-def _defaults(cmd: str, preset: str, root: str):
-    """Default config of phase `cmd` at `preset`, reading and writing run folders under `root`."""
+def _defaults(cmd: str, preset: str, root: str, method: str = "internal"):
+    """Default config of phase `cmd` at `preset`, reading and writing run folders under `root` (`rl` writes
+    `root/rl` for internal RL, `root/rl_<method>` for the baselines, as `reproduce` does)."""
     data, model = f"{root}/data", f"{root}/pretrain"
     if cmd == "data":
         return presets.data_config(preset, data)
@@ -107,7 +123,8 @@ def _defaults(cmd: str, preset: str, root: str):
                                    controllers=presets.controllers_config(preset, "", data, ""),
                                    out=f"{root}/sweep_pretrain")
     if cmd == "rl":
-        return presets.rl_config(preset, model, f"{root}/discover", f"{root}/rl")
+        out = f"{root}/rl" if method == "internal" else f"{root}/rl_{method}"
+        return presets.rl_config(preset, model, f"{root}/discover", out, method)
     raise KeyError(cmd)
 
 
@@ -133,7 +150,8 @@ def demo(args: list[str]) -> dict:
     out, args = _pop_flag(args, "out", "runs/demo")
     threads, args = _pop_flag(args, "threads", "0")
     if args:
-        raise SystemExit(f"demo: unknown arguments {args}; use the per-phase commands for fine control")
+        raise ValueError(f"demo takes --preset, --out and --threads, not {' '.join(args)}; use the per-phase "
+                         "commands for finer control")
     root = Path(out)
     dcfg = presets.data_config(preset, str(root / "data"))
     if not (root / "data" / "data_stats.json").exists():
@@ -143,7 +161,7 @@ def demo(args: list[str]) -> dict:
     res = run_pretrain(pcfg)
     probe = run_probe(presets.probe_config(preset, str(root / "pretrain"), str(root / "data"), str(root / "probe")))
     print(f"\nheld-out action NLL {res['heldout_action_nll']:.3f} nats/step "
-          f"(expert entropy floor {res['expert_entropy_nats']})")
+          f"(expert entropy floor {res['expert_entropy_nats']:.3f})")
     print("probe accuracy by layer (held-out): " + ", ".join(f"{a:.2f}" for a in probe["test_accuracy"]))
     print("held-out NLL by colours visited so far (odd counts: the target is the pair partner): "
           + ", ".join(f"{r['colours_visited']}: {r['nll']:.3f}" for r in probe["heldout_nll_by_colours_visited"]))
@@ -182,10 +200,11 @@ def main(argv: list[str] | None = None) -> None:
         run_babyai(tyro.cli(BabyAIConfig, default=default, args=rest, prog="internal-rl babyai"))
         return
     if cmd in PHASES:
-        _phase(lambda preset, root: _defaults(cmd, preset, root), _runner(cmd), rest, cmd)
+        method, _ = _pop_flag(list(rest), "method", "internal")
+        _phase(lambda preset, root: _defaults(cmd, preset, root, method), _runner(cmd), rest, cmd)
     else:
         print(USAGE, file=sys.stderr)
-        raise SystemExit(f"unknown command {cmd!r}")
+        raise ValueError(f"unknown command {argv[0]!r} (the commands are listed above)")
 
 
 def entry() -> None:

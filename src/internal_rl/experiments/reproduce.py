@@ -186,6 +186,8 @@ def _claim_folder(out: Path, preset: str, overrides: list[str]) -> None:
 def run_reproduce(cfg: ReproduceConfig) -> dict:
     """The whole pipeline over `cfg.seeds` seeds; writes results.json, results.md and success curves."""
     presets.check_preset(cfg.preset)
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}")
     bad = [m for m in cfg.methods if m not in METHODS]
     if bad:
         raise ValueError(f"unknown methods {bad}; choose from {METHODS}")

@@ -78,8 +78,14 @@ class SequenceModelConfig:
                 raise ValueError(f"attn_window_layers {bad} outside 0..{self.depth - 1}")
         if self.control_layer is None:
             self.control_layer = self.depth // 2
-        if not 0 <= self.control_layer <= self.depth:
-            raise ValueError(f"control_layer {self.control_layer} outside 0..{self.depth}")
+        self.check_layer(self.control_layer, "control_layer")
+
+    def check_layer(self, layer: int, what: str = "layer") -> None:
+        """A control point must lie in 0..depth (0: before the first block, depth: after the last)."""
+        if not 0 <= layer <= self.depth:
+            raise ValueError(f"{what} {layer} outside 0..{self.depth} (a control point of this {self.depth}-block "
+                             "model: 0 before the first block, "
+                             f"{self.depth} after the last)")
 
     @property
     def discrete(self) -> bool:

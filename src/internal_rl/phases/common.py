@@ -93,7 +93,10 @@ def run_cached(path: str | Path, run: Callable[[Any], Any], cfg: Any) -> dict:
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Dataclasses (nested) → plain dicts for config.json."""
+    """Dataclasses (nested) → plain dicts for config.json; NaN and ±inf → None (null), so every JSON file a
+    phase writes is strict JSON that jq or a browser reads."""
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
     if dataclasses.is_dataclass(obj):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, dict):
@@ -111,12 +114,59 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write JSON atomically (a crash never leaves half a file)."""
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(to_jsonable(data), indent=2))
+    tmp.write_text(json.dumps(to_jsonable(data), indent=2, allow_nan=False))
     os.replace(tmp, path)
 
 
+# Fields a resumed run may change: where things are, how it runs, how far it goes and how it is scored.
+RESUME_FREE = frozenset({"data", "model", "discover", "out", "resume", "threads", "device", "progress",
+                         "log_every", "ckpt_every", "eval_every", "eval_episodes"})
+
+
+def config_from_saved(default: Any, saved: dict) -> Any:
+    """`default` (a config dataclass) with the values a run folder's config.json saved for it (nested configs
+    too); fields the file lacks (older runs) keep the default's values."""
+    kw = {}
+    for f in dataclasses.fields(default):
+        if f.name not in saved or not f.init:
+            continue
+        cur, val = getattr(default, f.name), saved[f.name]
+        if dataclasses.is_dataclass(cur) and isinstance(val, dict):
+            val = config_from_saved(cur, val)
+        elif isinstance(cur, tuple) and isinstance(val, list):
+            val = tuple(val)
+        kw[f.name] = val
+    return dataclasses.replace(default, **kw)
+
+
+def _differences(saved: Any, now: Any, prefix: str = "") -> list[str]:
+    if isinstance(saved, dict) and isinstance(now, dict):
+        return [d for k in now if k in saved for d in _differences(saved[k], now[k], f"{prefix}{k}.")]
+    return [] if saved == now else [f"{prefix[:-1]} = {saved!r} in the run, {now!r} now"]
+
+
+def check_resume(out: Path, key: str, cfg: Any, free: frozenset[str]) -> None:
+    """Refuse to resume the run in `out` with settings other than its own (config.json[key]), except the
+    fields in `free`: a resumed run continues the run it was, or says which settings differ."""
+    path = Path(out) / "config.json"
+    if not path.exists():
+        return
+    saved = json.loads(path.read_text()).get(key)
+    if saved is None:
+        return
+    now = json.loads(json.dumps(to_jsonable(cfg)))
+    # a free name is free as a path (rl's `model` folder), not as a nested config (pretrain's `model` architecture)
+    fixed = [k for k in now if k in saved and not (k in free and not isinstance(now[k], dict))]
+    diffs = [d for k in fixed for d in _differences(saved[k], now[k], f"{k}.")]
+    if diffs:
+        raise ValueError(f"--resume: {out} was trained with other settings ({'; '.join(diffs)}); "
+                         "resume it with its own (`--resume` alone reads them from its config.json) or start "
+                         "a new --out")
+
+
 class MetricsLogger:
-    """Append rows to metrics.csv and TensorBoard; survives resume (appends to the same files)."""
+    """Append rows to metrics.csv and TensorBoard; survives resume (appends to the same files, its `time` column
+    continuing from the last kept row)."""
 
     def __init__(self, folder: str | Path, tensorboard: bool = True, resume_step: int | None = None):
         """`resume_step`: a resumed run; drop rows logged after that step (by a run that died after its last
@@ -124,6 +174,7 @@ class MetricsLogger:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.csv_path = self.folder / "metrics.csv"
+        elapsed = 0.0  # a resumed run's clock continues from its last kept row
         if resume_step is None:
             self.csv_path.unlink(missing_ok=True)
             for old in (self.folder / "tb").glob("events.out.tfevents.*"):
@@ -136,6 +187,8 @@ class MetricsLogger:
                 w = csv.DictWriter(f, fieldnames=fields)
                 w.writeheader()
                 w.writerows(rows)
+            if rows and rows[-1].get("time"):
+                elapsed = float(rows[-1]["time"])
         self.writer = None
         if tensorboard:
             try:
@@ -144,7 +197,7 @@ class MetricsLogger:
                 self.writer = SummaryWriter(str(self.folder / "tb"))
             except ImportError:  # tensorboard missing: CSV only
                 self.writer = None
-        self.start = time.time()
+        self.start = time.time() - elapsed
 
     def log(self, step: int, **metrics: float) -> None:
         row = {"step": step, "time": round(time.time() - self.start, 3)}

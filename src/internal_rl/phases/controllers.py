@@ -92,6 +92,8 @@ def run_controllers(cfg: ControllersConfig) -> dict:
     train = Trajectories.load(data / "D_star")
     heldout = Trajectories.load(data / "D_star_heldout")
     layers = cfg.layers or list(range(1, model.config.depth))
+    for layer in layers:
+        model.config.check_layer(layer, "--layers entry")
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     tau = check_temperature(cfg.action_temperature)

@@ -28,7 +28,9 @@ from internal_rl.control.metacontroller import MetaController, MetaControllerCon
 from internal_rl.data.trajectories import Trajectories
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, freeze
 from internal_rl.phases.common import (
+    RESUME_FREE,
     MetricsLogger,
+    check_resume,
     load_train_state,
     resolve_device,
     save_train_state,
@@ -152,6 +154,9 @@ def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajec
 
 def run_discover(cfg: DiscoverConfig) -> dict:
     """Train (or resume) a metacontroller; write segmentation.json and the β plot."""
+    if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_episodes < 1:
+        raise ValueError(f"steps must be >= 0, batch_size and eval_episodes >= 1, got {cfg.steps}, "
+                         f"{cfg.batch_size}, {cfg.eval_episodes}")
     set_threads(cfg.threads)
     rng = set_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -161,13 +166,16 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     train = Trajectories.load(data / "D_star")
     heldout = Trajectories.load(data / "D_star_heldout")
 
+    if cfg.resume:
+        check_resume(out, "discover", cfg, RESUME_FREE | {"steps"})
     if cfg.cotrain:
         arch = json.loads((Path(cfg.model) / "config.json").read_text())["model"]
         model = SequenceModel(SequenceModelConfig(**arch)) if not cfg.resume else SequenceModel.from_pretrained(out / "base")
         model.train()
     else:
         model = freeze(SequenceModel.from_pretrained(cfg.model))
-    layer = model.config.control_layer if cfg.layer < 0 else cfg.layer
+    layer = model.config.control_layer if cfg.layer == -1 else cfg.layer
+    model.config.check_layer(layer, "--layer")
     if cfg.resume:
         mc, layer = load_metacontroller(out)
     else:
@@ -182,6 +190,9 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     if cfg.resume:
         state = load_train_state(out, opt)
         step, rng = state["step"], state["extra"].get("rng", rng)
+        if step >= cfg.steps:
+            print(f"[discover] {out} is at step {step}, at or past --steps {cfg.steps}: nothing to train, "
+                  "evaluating only (a larger --steps continues it)")
     write_json(out / "config.json", {"discover": cfg, "layer": layer})
     before = None if cfg.cotrain else {k: v.clone() for k, v in model.state_dict().items()}
 

@@ -18,7 +18,9 @@ from tqdm.auto import tqdm
 from internal_rl.data.trajectories import Trajectories
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig
 from internal_rl.phases.common import (
+    RESUME_FREE,
     MetricsLogger,
+    check_resume,
     load_train_state,
     lr_lambda,
     resolve_amp,
@@ -110,6 +112,8 @@ def heldout_nll(model: SequenceModel, data: Trajectories, n: int, batch_size: in
 
 def run_pretrain(cfg: PretrainConfig) -> dict:
     """Train (or resume) the base model; returns and writes results.json."""
+    if cfg.steps < 0 or cfg.batch_size < 1:
+        raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {cfg.steps}, {cfg.batch_size}")
     set_threads(cfg.threads)
     device = resolve_device(cfg.device)
     amp = resolve_amp(cfg.amp, device)
@@ -123,6 +127,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         raise ValueError(f"data has obs_dim {train.obs_dim} but model.obs_dim is {cfg.model.obs_dim}")
 
     if cfg.resume:
+        check_resume(out, "pretrain", cfg, RESUME_FREE | {"steps", "amp"})
         model = SequenceModel.from_pretrained(out)
     else:
         model = SequenceModel(cfg.model)
@@ -133,6 +138,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     if cfg.resume:
         state = load_train_state(out, opt, sched)
         step = state["step"]
+        if step >= cfg.steps:
+            print(f"[pretrain] {out} is at step {step}, at or past --steps {cfg.steps}: nothing to train "
+                  "(a larger --steps continues it)")
     write_json(out / "config.json", {"model": model.config, "pretrain": cfg})
     logger = MetricsLogger(out, resume_step=step if cfg.resume else None)
     n_params = sum(p.numel() for p in model.parameters())
@@ -199,4 +207,9 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
     }
     write_json(out / "results.json", results)
     logger.close()
+    extra = "" if floor is None else f" (expert entropy {floor:.3f})"
+    if rollout["success"] is not None:
+        extra += f", pretraining-task success {rollout['success']:.3f}"
+    print(f"[pretrain] step {step}: held-out action NLL {final['action_nll']:.4f} nats/step{extra}; "
+          f"model and results -> {out}")
     return results

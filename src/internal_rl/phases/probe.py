@@ -59,4 +59,6 @@ def run_probe(cfg: ProbeConfig) -> dict:
     from internal_rl.analysis.plots import plot_probes
 
     plot_probes(res, out / "probes.png")
+    print("[probe] held-out subgoal probe accuracy by layer: " + ", ".join(f"{a:.2f}" for a in res["test_accuracy"])
+          + f"; probes.json and probes.png -> {out}")
     return res

@@ -25,7 +25,9 @@ from tqdm.auto import tqdm
 from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, ending_histograms
 from internal_rl.models.sequence_model import SequenceModel
 from internal_rl.phases.common import (
+    RESUME_FREE,
     MetricsLogger,
+    check_resume,
     load_train_state,
     resolve_device,
     save_train_state,
@@ -135,6 +137,11 @@ class RLConfig:
         """Refuse settings that contradict each other or the method, before any model is loaded."""
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        if self.episodes < 1 or self.batch_size < 1 or self.eval_episodes < 1:
+            raise ValueError(f"episodes, batch_size and eval_episodes must be >= 1, got {self.episodes}, "
+                             f"{self.batch_size}, {self.eval_episodes}")
+        if self.epochs < 1 or self.minibatches < 1:
+            raise ValueError(f"epochs and minibatches must be >= 1, got {self.epochs}, {self.minibatches}")
         if self.oracle_switch and self.method == "raw":
             raise ValueError("oracle_switch applies to z-space methods; raw acts at every step")
         if self.beta_threshold and not 0.0 < self.beta_threshold < 1.0:
@@ -248,6 +255,9 @@ def run_rl(cfg: RLConfig) -> dict:
     set_threads(cfg.threads)
     set_seed(cfg.seed)
     out = Path(cfg.out)
+    if cfg.resume:
+        check_resume(out, "rl", cfg, RESUME_FREE | {"episodes", "also_temperatures", "critic", "critic_warmup",
+                                                   "gae_lambda", "critic_scale"})
     agent = _Agent(cfg, resolve_device(cfg.device))  # checks the config before anything is written
     out.mkdir(parents=True, exist_ok=True)
     params = [p for p in agent.net.parameters() if p.requires_grad]
@@ -274,6 +284,9 @@ def run_rl(cfg: RLConfig) -> dict:
     write_json(out / "config.json", {"rl": cfg})
     logger = MetricsLogger(out, resume_step=it if cfg.resume else None)
     iterations = max(1, cfg.episodes // cfg.batch_size)
+    if cfg.resume and it >= iterations:
+        print(f"[rl] {out} has trained {episodes} episodes, at or past --episodes {cfg.episodes}: nothing to "
+              "train, evaluating only (a larger --episodes continues it)")
     bar = tqdm(total=iterations, initial=it, desc=f"rl[{cfg.method}]", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.time()
 

@@ -144,3 +144,38 @@ def test_distributed_two_ranks_match_single_process():
     for r in results:
         assert torch.equal(r["params"], flat(params))  # every rank takes the same step
         assert r["evaluated"] == 10 * 8  # each rank evaluated half of the population
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 0.3])
+def test_sgd_generation_matches_hand_computed_search_gradient(weight_decay):
+    """One SGD generation moves θ by exactly lr·(Σ_i u_i ε_i / (P σ) − λ θ0), with u the centred ranks (from a
+    plain double loop), ε_i = (member_i − θ0)/σ recovered from what the fitness saw, members antithetic."""
+    theta0 = torch.tensor([0.3, -1.2, 0.7, 2.0, -0.4], dtype=torch.float64)
+    params = [theta0[:3].clone(), theta0[3:].clone().reshape(1, 2)]
+    P, sigma, lr = 6, 0.05, 0.2
+    weights = torch.tensor([1.0, 2.0, -0.5, 3.0, 1.5], dtype=torch.float64)
+    seen = []
+
+    def score(v):
+        return float(weights @ v - (v**2).sum())  # distinct values almost surely; no ties
+
+    def fitness(v):
+        seen.append(v.detach().clone())
+        return score(v)
+
+    es = EvolutionStrategy(params, population_size=P, sigma=sigma, lr=lr, optimizer="sgd",
+                           weight_decay=weight_decay, seed=3)
+    stats = es.step(fitness)
+    assert len(seen) == P
+    eps = [(v - theta0) / sigma for v in seen]
+    for i in range(P // 2):  # antithetic: the second half mirrors the first
+        torch.testing.assert_close(eps[i + P // 2], -eps[i], rtol=0, atol=1e-12)
+    F = [score(v) for v in seen]
+    u = [sum(F[j] < F[i] for j in range(P)) / (P - 1) - 0.5 for i in range(P)]
+    assert sorted(u) == [k / (P - 1) - 0.5 for k in range(P)]
+    g = sum(u[i] * eps[i] for i in range(P)) / (P * sigma)
+    expected = theta0 + lr * (g - weight_decay * theta0)
+    torch.testing.assert_close(flat(params), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(es.theta, expected, rtol=0, atol=1e-12)
+    assert stats["grad_norm"] == pytest.approx(float(g.norm()), rel=1e-12)
+    assert (expected - theta0).abs().max() > 1e-3  # the step is not negligible

@@ -638,7 +638,8 @@ def test_cli_resume_reads_the_runs_own_settings_and_refuses_others(data_dir, tmp
     assert json.loads((root / "rl_raw" / "results.json").read_text())["method"] == "raw"
     with pytest.raises(ValueError, match="method = 'internal' in the run, 'raw' now"):
         main(["rl", "--root", str(root), "--resume", "--method", "raw", "--out", str(root / "rl")])
-    for flags, what in ((["--episodes", "0"], "episodes"), (["--batch-size", "0"], "batch_size")):
+    for flags, what in ((["--episodes", "0"], "episodes"), (["--batch-size", "0"], "batch_size"),
+                        (["--task", "0-1-x"], "malformed task")):
         with pytest.raises(ValueError, match=what):
             main(["rl", "--preset", "smoke", "--root", str(root), "--out", str(tmp_path / "x"), *flags])
     with pytest.raises(ValueError, match="steps must be >= 0"):

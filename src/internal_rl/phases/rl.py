@@ -22,7 +22,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, ending_histograms
+from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, ending_histograms, parse_task
 from internal_rl.models.sequence_model import SequenceModel
 from internal_rl.phases.common import (
     RESUME_FREE,
@@ -137,6 +137,7 @@ class RLConfig:
         """Refuse settings that contradict each other or the method, before any model is loaded."""
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; choose one of {', '.join(METHODS)}")
+        parse_task(self.task)  # a malformed task string fails here, before any model is loaded
         if self.episodes < 1 or self.batch_size < 1 or self.eval_episodes < 1:
             raise ValueError(f"episodes, batch_size and eval_episodes must be >= 1, got {self.episodes}, "
                              f"{self.batch_size}, {self.eval_episodes}")

@@ -58,5 +58,11 @@ def test_endings_phase_reads_rl_controllers_and_codes_runs(tmp_path):
     assert res[2]["hazard"] == [0.0] * 12 and res[2]["success"] == 1.0
     with pytest.raises(FileNotFoundError, match="no results.json"):
         main(["endings", "--runs", str(tmp_path / "e"), "--out", str(tmp_path / "e2")])
+    pre = tmp_path / "pretrain"  # a pretraining folder also holds results.json: named as not an rl run
+    pre.mkdir()
+    (pre / "results.json").write_text(json.dumps({"steps": 3}))
+    (pre / "config.json").write_text(json.dumps({"model": {}, "pretrain": {}}))
+    with pytest.raises(ValueError, match="is not an `rl` run"):
+        main(["endings", "--runs", str(pre), "--out", str(tmp_path / "e4")])
     with pytest.raises(ValueError, match="1 labels for 2 runs"):
         main(["endings", "--runs", str(rl), str(codes), "--labels", "a", "--out", str(tmp_path / "e3")])

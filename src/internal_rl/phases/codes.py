@@ -51,6 +51,8 @@ class CodesConfig:
 
 def run_codes(cfg: CodesConfig) -> dict:
     """Read the subgoal codes and chain them; write codes.json."""
+    if cfg.code_episodes < 1 or cfg.eval_episodes < 1:
+        raise ValueError(f"code_episodes and eval_episodes must be >= 1, got {cfg.code_episodes}, {cfg.eval_episodes}")
     set_threads(cfg.threads)
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)

@@ -46,10 +46,13 @@ def read_endings(run: str | Path) -> dict:
     path = _find(Path(run))
     res = json.loads(path.read_text())
     if path.name == "results.json":
+        cfg = path.parent / "config.json"
+        if cfg.exists() and "rl" not in json.loads(cfg.read_text()):
+            raise ValueError(f"{path.parent} is not an `rl` run (its config.json has no 'rl' settings); endings "
+                             "reads rl, controllers and codes runs")
         if "eval_progress_hist" not in res:
             raise ValueError(f"{path}: no eval_progress_hist (written by `rl` since Session 8; resume the run "
                              "with --episodes at its count to evaluate it again)")
-        cfg = path.parent / "config.json"
         task = json.loads(cfg.read_text())["rl"]["task"] if cfg.exists() else POST_TRAINING_TASK
         return {"task": task, "progress_hist": res["eval_progress_hist"], "source": str(path)}
     if path.name == "controllers.json":

@@ -652,15 +652,12 @@ def test_cli_resume_reads_the_runs_own_settings_and_refuses_others(data_dir, tmp
         main(["demo", "--root", str(tmp_path)])
 
 
-def test_json_files_are_strict_json():
+def test_json_files_are_strict_json(tmp_path):
     """NaN and infinities (e.g. a hazard where no episode got that far) are written as null, never as bare NaN."""
     from internal_rl.phases.common import to_jsonable, write_json
 
     data = {"h": [0.5, float("nan"), float("inf")], "x": np.float32("nan"), "n": np.float64(2.5)}
     assert to_jsonable(data) == {"h": [0.5, None, None], "x": None, "n": 2.5}
-    import tempfile
-
-    with tempfile.TemporaryDirectory() as d:
-        write_json(Path(d) / "a.json", data)
-        assert json.loads((Path(d) / "a.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == \
-            {"h": [0.5, None, None], "x": None, "n": 2.5}
+    write_json(tmp_path / "a.json", data)
+    assert json.loads((tmp_path / "a.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == \
+        {"h": [0.5, None, None], "x": None, "n": 2.5}

@@ -118,9 +118,10 @@ def write_json(path: str | Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
-# Fields a resumed run may change: where things are, how it runs, how far it goes and how it is scored.
-RESUME_FREE = frozenset({"data", "model", "discover", "out", "resume", "threads", "device", "progress",
-                         "log_every", "ckpt_every", "eval_every", "eval_episodes"})
+# Fields any resumed run may change: where its data and folder are, how it runs, how it is scored (each phase
+# adds its budget and the folders it reads, e.g. rl's `model`; pretrain's `model` is its architecture: fixed).
+RESUME_FREE = frozenset({"data", "out", "resume", "threads", "device", "progress", "log_every", "ckpt_every",
+                         "eval_every", "eval_episodes"})
 
 
 def config_from_saved(default: Any, saved: dict) -> Any:
@@ -155,9 +156,7 @@ def check_resume(out: Path, key: str, cfg: Any, free: frozenset[str]) -> None:
     if saved is None:
         return
     now = json.loads(json.dumps(to_jsonable(cfg)))
-    # a free name is free as a path (rl's `model` folder), not as a nested config (pretrain's `model` architecture)
-    fixed = [k for k in now if k in saved and not (k in free and not isinstance(now[k], dict))]
-    diffs = [d for k in fixed for d in _differences(saved[k], now[k], f"{k}.")]
+    diffs = [d for k in now if k in saved and k not in free for d in _differences(saved[k], now[k], f"{k}.")]
     if diffs:
         raise ValueError(f"--resume: {out} was trained with other settings ({'; '.join(diffs)}); "
                          "resume it with its own (`--resume` alone reads them from its config.json) or start "

@@ -167,7 +167,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     heldout = Trajectories.load(data / "D_star_heldout")
 
     if cfg.resume:
-        check_resume(out, "discover", cfg, RESUME_FREE | {"steps"})
+        check_resume(out, "discover", cfg, RESUME_FREE | {"steps", "model"})
     if cfg.cotrain:
         arch = json.loads((Path(cfg.model) / "config.json").read_text())["model"]
         model = SequenceModel(SequenceModelConfig(**arch)) if not cfg.resume else SequenceModel.from_pretrained(out / "base")

@@ -28,6 +28,7 @@ from internal_rl.phases.common import (
     RESUME_FREE,
     MetricsLogger,
     check_resume,
+    config_from_saved,
     load_train_state,
     resolve_device,
     save_train_state,
@@ -227,8 +228,8 @@ def load_finished_agent(run: str | Path) -> tuple[_Agent, RLConfig]:
     for name in ("config.json", "policy.safetensors"):
         if not (run / name).exists():
             raise FileNotFoundError(f"{run / name} not found: give a finished `internal-rl rl` run folder")
-    cfg = RLConfig(**{**json.loads((run / "config.json").read_text())["rl"], "progress": False, "device": "cpu",
-                      "resume": False})
+    cfg = config_from_saved(RLConfig(), {**json.loads((run / "config.json").read_text())["rl"], "progress": False,
+                                         "device": "cpu", "resume": False})
     if cfg.method == "raw":
         raise ValueError(f"{run}: a raw-action run has no policy over z; give a z-space run")
     agent = _Agent(cfg)
@@ -257,8 +258,8 @@ def run_rl(cfg: RLConfig) -> dict:
     set_seed(cfg.seed)
     out = Path(cfg.out)
     if cfg.resume:
-        check_resume(out, "rl", cfg, RESUME_FREE | {"episodes", "also_temperatures", "critic", "critic_warmup",
-                                                   "gae_lambda", "critic_scale"})
+        check_resume(out, "rl", cfg, RESUME_FREE | {"model", "discover", "episodes", "also_temperatures", "critic",
+                                                   "critic_warmup", "gae_lambda", "critic_scale"})
     agent = _Agent(cfg, resolve_device(cfg.device))  # checks the config before anything is written
     out.mkdir(parents=True, exist_ok=True)
     params = [p for p in agent.net.parameters() if p.requires_grad]

@@ -32,8 +32,8 @@ _LIBC = ctypes.CDLL("libc.so.6")
 _LIBC.mallinfo2.restype = _MallInfo2
 
 
-def _report(tag: str) -> None:
-    """One line: peak RSS, RSS, anonymous RSS and malloc'd bytes, in MiB."""
+def rss_kib() -> tuple[int, int]:
+    """(resident, of which anonymous) KiB of this process, from /proc/self/smaps_rollup."""
     rss = anon = 0
     with open("/proc/self/smaps_rollup") as f:
         for line in f:
@@ -41,6 +41,12 @@ def _report(tag: str) -> None:
                 rss = int(line.split()[1])
             elif line.startswith("Anonymous:"):
                 anon = int(line.split()[1])
+    return rss, anon
+
+
+def _report(tag: str) -> None:
+    """One line: peak RSS, RSS, anonymous RSS and malloc'd bytes, in MiB."""
+    rss, anon = rss_kib()
     heap = _LIBC.mallinfo2().uordblks
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak {peak:6.1f}  rss {rss / 1024:6.1f}  anon {anon / 1024:6.1f}  file {(rss - anon) / 1024:6.1f}  "

@@ -442,7 +442,7 @@ def _check_endings(res: dict, task_len: int = 12) -> None:
     assert sum(by_k) == sum(wrong) and len(by_k) == len(hist) and all(f <= h for f, h in zip(by_k, hist))
 
 
-def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
+def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path, capsys):
     from internal_rl.phases.discover import run_discover
     from internal_rl.phases.rl import run_rl
 
@@ -463,7 +463,10 @@ def test_rl_results_say_where_evaluation_episodes_ended(data_dir, tmp_path):
     from internal_rl.phases.rescue import RescueConfig, run_rescue
 
     internal_run = tmp_path / f"rl_internal_{len(POST_TRAINING_TASK)}"
+    capsys.readouterr()
     rescue = run_rescue(RescueConfig(rl=str(internal_run), out=str(tmp_path / "rescue"), groups=4, group_size=3))
+    bars = capsys.readouterr().err
+    assert "rescue 1/2 (reference)" in bars and "rescue 2/2 (candidates)" in bars  # a bar per pass, on by default
     saved = json.loads((tmp_path / "rescue" / "rescue.json").read_text())
     assert saved["groups_consistent"] == 1.0 and saved["rl_run"] == str(internal_run)
     assert saved["failed_layouts"] == rescue["failed_layouts"] and saved["task"] == POST_TRAINING_TASK

@@ -43,7 +43,7 @@ def test_candidates_override_z_only_at_the_references_last_decision(monkeypatch)
     passes, hits = [], []
     real_run = rescue._run
 
-    def spy_run(core, pol, sd, at=None, z_of=None):
+    def spy_run(core, pol, sd, at=None, z_of=None, desc=None):
         if z_of is None:
             passes.append(real_run(core, pol, sd))
             return passes[-1]
@@ -114,7 +114,7 @@ def test_rescue_figures_from_scripted_passes(monkeypatch):
                       decisions=[[3] * 4, [2] * 4, [5] * 4, [1] * 4, [4] * 4], M=M)
     seen = []
 
-    def scripted_run(core, pol, sd, at=None, z_of=None):
+    def scripted_run(core, pol, sd, at=None, z_of=None, desc=None):
         seen.append(None if at is None else at.tolist())
         return pass1 if at is None else pass2
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from internal_rl.control.metacontroller import MetaController
 from internal_rl.models.sequence_model import SequenceModel
@@ -66,9 +67,12 @@ def parse_candidates(specs: list[str]) -> tuple[Candidate, ...]:
 
 @torch.no_grad()
 def _run(core: OptionCore, policy: LatentPolicy, seed: int, at: np.ndarray | None = None,
-         z_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None) -> dict[str, np.ndarray]:
+         z_of: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+         desc: str | None = None) -> dict[str, np.ndarray]:
     """Every episode to its end with z = the policy's mean, except rows whose decision index equals ``at``
-    (−1: never), which take ``z_of(rows, mean, logstd)``. Returns success, progress and decisions per row."""
+    (−1: never), which take ``z_of(rows, mean, logstd)``. Returns success, progress and decisions per row.
+    ``desc``: show a progress bar of that name over the primitive steps (up to the env's T)."""
+    bar = tqdm(total=core.env.config.max_steps, desc=desc, unit="step", disable=desc is None, dynamic_ncols=True)
     core.reset(seed)
     n = core.n
     state = policy.initial_state(n)
@@ -92,6 +96,8 @@ def _run(core: OptionCore, policy: LatentPolicy, seed: int, at: np.ndarray | Non
             decisions[r] += 1
             z[r] = zr
         _, _, need = core.advance(z, need)
+        bar.update(int(core.env.step_count.max()) - bar.n)
+    bar.close()
     return {"success": np.asarray(core.env.success).copy(), "progress": np.asarray(core.env.progress).copy(),
             "steps": np.asarray(core.env.step_count).copy(), "decisions": decisions.numpy()}
 
@@ -99,9 +105,10 @@ def _run(core: OptionCore, policy: LatentPolicy, seed: int, at: np.ndarray | Non
 def rescue_failed_layouts(model: SequenceModel, mc: MetaController, layer: int, policy: LatentPolicy, task: str,
                           groups: int = 512, group_size: int = 32, seed: int = 0,
                           candidates: tuple[Candidate, ...] = DEFAULT_CANDIDATES,
-                          beta_threshold: float | None = None) -> dict:
+                          beta_threshold: float | None = None, progress: bool = False) -> dict:
     """The rescue analysis over ``groups`` fresh layouts (see the module docstring); rows 1..group_size−1 of
-    each group cycle through ``candidates``. Returns a JSON-able dict of the figures."""
+    each group cycle through ``candidates``. Returns a JSON-able dict of the figures. ``progress``: a bar per
+    pass."""
     if groups < 1 or group_size < 2:
         raise ValueError(f"need groups >= 1 and group_size >= 2 (row 0 is the reference), got {groups}, {group_size}")
     n = groups * group_size
@@ -111,7 +118,7 @@ def rescue_failed_layouts(model: SequenceModel, mc: MetaController, layer: int, 
         return OptionCore(model, mc, layer, n, task, seed=seed, action_temperature=0.0, group_size=group_size,
                           beta_threshold=beta_threshold)
 
-    ref = _run(core(), policy, seed)
+    ref = _run(core(), policy, seed, desc="rescue 1/2 (reference)" if progress else None)
     succ = ref["success"].reshape(groups, group_size)
     prog = ref["progress"].reshape(groups, group_size)
     consistent = (succ == succ[:, :1]).all(1) & (prog == prog[:, :1]).all(1)
@@ -129,7 +136,7 @@ def rescue_failed_layouts(model: SequenceModel, mc: MetaController, layer: int, 
         return torch.where(around_policy[r, None], mean + logstd.exp() * eps, eps)
 
     at = np.where(kind >= 0, np.repeat(last, group_size), -1)
-    alt = _run(core(), policy, seed, at, z_of)
+    alt = _run(core(), policy, seed, at, z_of, desc="rescue 2/2 (candidates)" if progress else None)
     s2 = alt["success"].reshape(groups, group_size)
     p2 = alt["progress"].reshape(groups, group_size)
     n2 = alt["steps"].reshape(groups, group_size)

@@ -163,6 +163,13 @@ def check_resume(out: Path, key: str, cfg: Any, free: frozenset[str]) -> None:
                          "a new --out")
 
 
+def report_budget_reached(phase: str, out: Path, done: str, flag: str, limit: int) -> None:
+    """Say aloud that a resumed run already spent its budget (`done`, e.g. "step 800"), so that a resume
+    with the same budget is not mistaken for training: the phase only evaluates; a larger `flag` continues it."""
+    print(f"[{phase}] {out} is at {done}, at or past {flag} {limit}: nothing to train, evaluating only "
+          f"(a larger {flag} continues it)", flush=True)
+
+
 class MetricsLogger:
     """Append rows to metrics.csv and TensorBoard; survives resume (appends to the same files, its `time` column
     continuing from the last kept row)."""

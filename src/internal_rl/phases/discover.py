@@ -32,6 +32,7 @@ from internal_rl.phases.common import (
     MetricsLogger,
     check_resume,
     load_train_state,
+    report_budget_reached,
     resolve_device,
     save_train_state,
     set_seed,
@@ -191,8 +192,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
         state = load_train_state(out, opt)
         step, rng = state["step"], state["extra"].get("rng", rng)
         if step >= cfg.steps:
-            print(f"[discover] {out} is at step {step}, at or past --steps {cfg.steps}: nothing to train, "
-                  "evaluating only (a larger --steps continues it)")
+            report_budget_reached("discover", out, f"step {step}", "--steps", cfg.steps)
     write_json(out / "config.json", {"discover": cfg, "layer": layer})
     before = None if cfg.cotrain else {k: v.clone() for k, v in model.state_dict().items()}
 

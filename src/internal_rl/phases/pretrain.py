@@ -23,6 +23,7 @@ from internal_rl.phases.common import (
     check_resume,
     load_train_state,
     lr_lambda,
+    report_budget_reached,
     resolve_amp,
     resolve_device,
     save_train_state,
@@ -139,8 +140,7 @@ def run_pretrain(cfg: PretrainConfig) -> dict:
         state = load_train_state(out, opt, sched)
         step = state["step"]
         if step >= cfg.steps:
-            print(f"[pretrain] {out} is at step {step}, at or past --steps {cfg.steps}: nothing to train "
-                  "(a larger --steps continues it)")
+            report_budget_reached("pretrain", out, f"step {step}", "--steps", cfg.steps)
     write_json(out / "config.json", {"model": model.config, "pretrain": cfg})
     logger = MetricsLogger(out, resume_step=step if cfg.resume else None)
     n_params = sum(p.numel() for p in model.parameters())

@@ -34,6 +34,8 @@ class RescueConfig:
     seed: int = 20_000_000
     """Layouts and candidate draws (a range apart from rl's training and evaluation seeds)."""
     threads: int = 0
+    progress: bool = True
+    """Progress bars over each pass's primitive steps."""
 
 
 def run_rescue(cfg: RescueConfig) -> dict:
@@ -47,7 +49,8 @@ def run_rescue(cfg: RescueConfig) -> dict:
     candidates = parse_candidates(cfg.candidates)
     t0 = time.time()
     res = rescue_failed_layouts(agent.model, agent.mc, agent.layer, agent.net, rl_cfg.task, cfg.groups,
-                                cfg.group_size, cfg.seed, candidates, rl_cfg.beta_threshold or None)
+                                cfg.group_size, cfg.seed, candidates, rl_cfg.beta_threshold or None,
+                                progress=cfg.progress)
     res.update(rl_run=str(run), seconds=round(time.time() - t0, 1))
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)

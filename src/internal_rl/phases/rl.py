@@ -30,6 +30,7 @@ from internal_rl.phases.common import (
     check_resume,
     config_from_saved,
     load_train_state,
+    report_budget_reached,
     resolve_device,
     save_train_state,
     set_seed,
@@ -287,8 +288,7 @@ def run_rl(cfg: RLConfig) -> dict:
     logger = MetricsLogger(out, resume_step=it if cfg.resume else None)
     iterations = max(1, cfg.episodes // cfg.batch_size)
     if cfg.resume and it >= iterations:
-        print(f"[rl] {out} has trained {episodes} episodes, at or past --episodes {cfg.episodes}: nothing to "
-              "train, evaluating only (a larger --episodes continues it)")
+        report_budget_reached("rl", out, f"{episodes} episodes", "--episodes", cfg.episodes)
     bar = tqdm(total=iterations, initial=it, desc=f"rl[{cfg.method}]", disable=not cfg.progress, dynamic_ncols=True)
     t0 = time.time()
 

@@ -40,6 +40,10 @@ class SwitchStreamSSM(nn.Module):
         """(B, K, width) for the residual streams at K switch times e (B, K, D)."""
         return self.ssm(self.proj(self.norm_in(e)), mask)
 
+    def step_features(self, e_t: Tensor, state: list[HawkBlockState]) -> tuple[Tensor, list[HawkBlockState]]:
+        """One decision of `features`: (B, width) for e_t (B, D), and the new recurrent state."""
+        return self.ssm.step(self.proj(self.norm_in(e_t)), state)
+
 
 class LatentPolicy(SwitchStreamSSM):
     """Causal SSM policy over z. Parallel `forward` (training) and `step` (rollouts) agree."""
@@ -69,7 +73,7 @@ class LatentPolicy(SwitchStreamSSM):
 
     def step(self, e_t: Tensor, state: list[HawkBlockState]) -> tuple[Tensor, Tensor, list[HawkBlockState]]:
         """One decision: (mean, logstd) (B, n_z) and the new state."""
-        y, state = self.ssm.step(self.proj(self.norm_in(e_t)), state)
+        y, state = self.step_features(e_t, state)
         mean, logstd = self._dist(y)
         return mean, logstd, state
 

@@ -582,6 +582,7 @@ def test_sweep_alpha_runs_both_modes_and_reuses_points(data_dir, tmp_path, monke
         assert all(r["kl"] >= 0 and r["nll"] > 0 for r in saved[mode])
         seg = json.loads((tmp_path / "sweep" / f"{mode}_alpha1" / "segmentation.json").read_text())
         assert seg["heldout_kl"] == saved[mode][1]["kl"]
+        assert seg["heldout_objective"] == pytest.approx(seg["heldout_nll"] + 1.0 * seg["heldout_kl"], rel=1e-6)
     assert saved["frozen"][0]["kl"] > saved["frozen"][1]["kl"]  # a free KL costs rate; α = 1 squeezes it
     monkeypatch.setattr(sweep_alpha, "run_discover", lambda c: pytest.fail("a finished point was run again"))
     assert run_sweep_alpha(cfg)["frozen"] == res["frozen"]
@@ -664,3 +665,34 @@ def test_json_files_are_strict_json(tmp_path):
     write_json(tmp_path / "a.json", data)
     assert json.loads((tmp_path / "a.json").read_text(), parse_constant=lambda c: pytest.fail(c)) == \
         {"h": [0.5, None, None], "x": None, "n": 2.5}
+
+
+def test_rank_discovery_runs_orders_by_heldout_objective_without_labels(tmp_path):
+    """examples/rank_discovery_runs.py keeps the run with the lowest held-out NLL + α·KL (recomputed for runs
+    without the key), whatever their labelled F1, and refuses runs whose objectives do not compare."""
+    script = Path(__file__).parents[1] / "examples" / "rank_discovery_runs.py"
+
+    def run_folder(name, seed, nll, kl, f1, model="P", with_key=True):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"discover": {"seed": seed, "model": model, "data": "D"}}))
+        seg = {"heldout_nll": nll, "heldout_kl": kl, "alpha": 0.5, "f1": f1, "switches_per_episode": 3.0,
+               "layer": 1, "cotrain": False}
+        if with_key:
+            seg["heldout_objective"] = nll + 0.5 * kl
+        (d / "segmentation.json").write_text(json.dumps(seg))
+        return str(d)
+
+    # objectives 0.40, 0.30 (recomputed: no key), 0.35: the middle folder wins although its F1 is the lowest
+    runs = [run_folder("a", 0, 0.30, 0.20, 0.9), run_folder("b", 1, 0.20, 0.20, 0.1, with_key=False),
+            run_folder("c", 2, 0.25, 0.20, 0.5)]
+    out = subprocess.run([sys.executable, str(script), "--runs", *runs, "--out", str(tmp_path / "rank.json")],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "rank.json").read_text())
+    assert saved["keep"] == runs[1] and [r["seed"] for r in saved["ranking"]] == [1, 2, 0]
+    assert [r["objective"] for r in saved["ranking"]] == pytest.approx([0.30, 0.35, 0.40])
+    other = run_folder("d", 3, 0.1, 0.1, 1.0, model="other base")
+    out = subprocess.run([sys.executable, str(script), "--runs", runs[0], other], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and "differ in base" in out.stderr

@@ -149,7 +149,8 @@ def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajec
     res = segmentation_metrics(beta, subgoals, mask)
     res["by_threshold"] = segmentation_by_threshold(beta, subgoals, mask)
     res["beta_histogram"] = beta_histogram(beta, mask, bins=20)  # label-free: where β's two modes part
-    res.update(heldout_nll=losses["nll"].item(), heldout_kl=losses["kl"].item())
+    # label-free: the objective itself on held-out episodes (NLL + α·KL per step, z̃ = μ), to compare runs by
+    res.update(heldout_nll=losses["nll"].item(), heldout_kl=losses["kl"].item(), heldout_objective=losses["loss"].item())
     return res, {"beta": beta, "subgoals": subgoals, "mask": mask}
 
 
@@ -242,5 +243,6 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     logger.close()
     print(f"[discover] held-out switch F1 {seg['f1']:.3f} (precision {seg['precision']:.3f}, recall {seg['recall']:.3f}); "
           f"switches/episode {seg['switches_per_episode']:.2f} vs subgoals/episode {seg['subgoals_per_episode']:.2f}; "
-          "F1 at β thresholds " + ", ".join(f"{r['threshold']:g}: {r['f1']:.3f}" for r in seg["by_threshold"]))
+          "F1 at β thresholds " + ", ".join(f"{r['threshold']:g}: {r['f1']:.3f}" for r in seg["by_threshold"])
+          + f"; held-out objective {seg['heldout_objective']:.4f} (NLL + α·KL, label-free: lower is the run to keep)")
     return to_jsonable(seg)

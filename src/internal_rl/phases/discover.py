@@ -244,5 +244,6 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     print(f"[discover] held-out switch F1 {seg['f1']:.3f} (precision {seg['precision']:.3f}, recall {seg['recall']:.3f}); "
           f"switches/episode {seg['switches_per_episode']:.2f} vs subgoals/episode {seg['subgoals_per_episode']:.2f}; "
           "F1 at β thresholds " + ", ".join(f"{r['threshold']:g}: {r['f1']:.3f}" for r in seg["by_threshold"])
-          + f"; held-out objective {seg['heldout_objective']:.4f} (NLL + α·KL, label-free: lower is the run to keep)")
+          + f"; held-out objective {seg['heldout_objective']:.4f} (NLL + α·KL, no labels: among runs of one base and α, "
+          "lower is the one to keep; examples/rank_discovery_runs.py)")
     return to_jsonable(seg)

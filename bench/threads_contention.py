@@ -49,10 +49,10 @@ def main() -> None:
         for p in spinners:
             p.start()
         times: dict[int, list[float]] = {t: [] for t in args.threads}
+        extra = [] if args.phase == "probe" else ["--no-progress"]  # probe has no progress bar
         try:
             for _ in range(args.repeats):
                 for t in args.threads:
-                    extra = [] if args.phase == "probe" else ["--no-progress"]
                     t0 = time.perf_counter()
                     subprocess.run(_cli(args.phase, "--preset", "smoke", "--root", str(root), "--threads", str(t),
                                         "--out", str(root / f"{args.phase}_{t}"), *extra), **quiet)

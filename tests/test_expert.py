@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from internal_rl.envs.pinpad import POST_TRAINING_TASK, BatchedPinPad, PinPadConfig
+from internal_rl.envs.pinpad import _UNREACHABLE, POST_TRAINING_TASK, BatchedPinPad, PinPadConfig
 from internal_rl.experts.pinpad_expert import ShortestPathExpert, policy_entropy
 
 
@@ -79,6 +79,23 @@ def test_eps_noise_never_terminates_by_a_random_action():
     failed = env.terminated & ~env.success
     assert not failed.any()
     assert env.truncated.any()
+
+
+def test_eps_noise_never_traps_the_expert():
+    """A random move may not cut the agent off from its target (a pocket behind a just-visited colour): the
+    target stays reachable at every step, so no ε-noisy episode ends on a wrong colour."""
+    expert, rng = ShortestPathExpert(0.5), np.random.default_rng(0)
+    env = BatchedPinPad(1000, PinPadConfig(max_steps=100), seed=6)
+    env.reset()
+    rows = np.arange(env.num_envs)
+    while not env.done.all():
+        live = ~env.done
+        nxt, moves = expert._next_cells(env)
+        d = np.where(moves, env.dist_to_color[rows[:, None], env.target_color[:, None], nxt], _UNREACHABLE)
+        assert (d.min(axis=1) < _UNREACHABLE)[live].all()  # some move still leads towards the target
+        env.step(expert.act(env, rng))
+    assert not (env.terminated & ~env.success).any()
+    assert env.success.mean() > 0.8  # the rest run out of time (T = 100) at this much noise
 
 
 def test_eps_noisy_expert_mostly_succeeds_and_is_reproducible():

@@ -14,6 +14,7 @@ from internal_rl.envs.pinpad import (
     PinPadConfig,
     PinPadEnv,
     _distance_maps_grid,
+    colour_entries,
     distance_maps,
     ending_histograms,
     parse_task,
@@ -392,3 +393,29 @@ def test_shortest_route_reference_on_hand_layout():
     assert route("0-2") == 6  # colour 1 at (0,1) blocks: (1,0), (1,1), (1,2), then up into (0,2)
     assert route("1") == 3  # (1,0), (1,1), up into (0,1)
     assert route("6") is None  # (0,6) is boxed in by colour 5 at (0,5) and colour 7 at (1,6)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.3])
+def test_colour_entries_are_the_visits_the_env_counts(eps):
+    """Read from observations alone, colour entries are exactly the steps at which the env's progress grows
+    (ε-noisy moves include no-ops on a coloured cell, which are no visit)."""
+    from internal_rl.experts.pinpad_expert import ShortestPathExpert
+
+    env = BatchedPinPad(64, PinPadConfig(), seed=1)
+    frames, progress, live = [env.reset().copy()], [env.progress.copy()], []
+    expert, rng = ShortestPathExpert(eps), np.random.default_rng(0)
+    while not env.done.all():
+        live.append(~env.done)
+        obs, *_ = env.step(expert.act(env, rng))
+        frames.append(obs.copy())
+        progress.append(env.progress.copy())
+    obs = np.stack(frames, axis=1)  # (N, T+1, 637)
+    grew = np.diff(np.stack(progress, axis=1), axis=1) > 0  # (N, T): visit made by the step into frame t+1
+    entries = colour_entries(obs)
+    assert entries.shape == obs.shape[:2] and not entries[:, 0].any()
+    live = np.stack(live, axis=1)
+    np.testing.assert_array_equal(entries[:, 1:] & live, grew)
+    assert grew.sum() > 64 * 3  # visits happened, pretraining tasks have six each
+    np.testing.assert_array_equal(colour_entries(obs[5]), entries[5])  # one episode (T, D) works too
+    with pytest.raises(ValueError, match="637"):
+        colour_entries(obs[..., :-1])

@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 from einops import rearrange
 
-from internal_rl.analysis.segmentation import beta_histogram, segmentation_by_threshold, segmentation_metrics
+from internal_rl.analysis.segmentation import (
+    beta_histogram,
+    segmentation_by_threshold,
+    segmentation_metrics,
+    switch_sites,
+)
 
 
 def max_matching(sw, bd, tol):
@@ -188,3 +193,55 @@ def test_nll_by_colours_visited_matches_a_per_step_loop(eps):
     assert [r["nll"] for r in rows] == pytest.approx([np.mean(per_count[k]) for k in sorted(per_count)], rel=1e-5)
     nlls = [r["nll"] for r in rows]
     assert max(nlls) - min(nlls) > 0.05  # buckets differ, so steps put in the wrong one change a mean
+
+
+def test_switch_sites_tell_a_phase_shifted_segmentation_from_noise():
+    # three subgoals; each has a landmark (the pair's first colour) two steps before its end
+    g = np.array([[0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1]])
+    events = np.zeros(g.shape, bool)
+    events[0, [2, 4, 6, 8, 10]] = True  # 4 and 8 are boundaries too (entering the pair's last colour)
+    m = np.ones_like(g, dtype=bool)
+    aligned, shifted, noise = (np.zeros(g.shape) for _ in range(3))
+    aligned[0, [0, 4, 8]] = 1
+    shifted[0, [0, 2, 6, 10]] = 1
+    noise[0, [0, 1, 5, 9]] = 1  # within ±1 of a landmark or a boundary: only 1 -> landmark 2 (tol 1)
+    r = switch_sites(aligned, g, m, events)
+    assert r["switches_at_boundaries"] == 1 and r["switches_at_mid_events"] == 0 and r["f1_mid_events"] == 0
+    r = switch_sites(shifted, g, m, events)
+    assert segmentation_metrics(shifted, g, m)["f1"] == 0
+    assert r["switches_at_mid_events"] == 1 and r["f1_mid_events"] == 1 and r["mid_events_per_episode"] == 3
+    assert r["mean_beta_at_mid_events"] == 1
+    r = switch_sites(noise, g, m, events, tol=0)
+    assert r["switches_elsewhere"] == 1 and r["f1_mid_events"] == 0
+    with pytest.raises(ValueError, match="must match"):
+        switch_sites(aligned, g, m, events[:, :-1])
+
+
+def test_switch_sites_match_a_loop_reference_with_padding():
+    rng = np.random.default_rng(1)
+    N, T, tol = 30, 25, 1
+    g = np.cumsum(rng.random((N, T)) < 0.15, axis=1) % 4
+    events = rng.random((N, T)) < 0.2
+    mask = np.arange(T)[None] < rng.integers(5, T, N)[:, None]
+    beta = rng.random((N, T))
+    counts = {"b": 0, "m": 0, "e": 0}
+    for b, gg, ev, mm in zip(beta, g, events, mask):
+        L = int(mm.sum())
+        bd = [t for t in range(1, L) if gg[t] != gg[t - 1]]
+        mid = [t for t in range(1, L) if ev[t] and t not in bd]
+        for t in (t for t in range(1, L) if b[t] > 0.5):
+            key = "b" if any(abs(t - x) <= tol for x in bd) else "m" if any(abs(t - x) <= tol for x in mid) else "e"
+            counts[key] += 1
+    n = sum(counts.values())
+    r = switch_sites(beta, g, mask, events, tol=tol)
+    assert r["switches_at_boundaries"] == pytest.approx(counts["b"] / n)
+    assert r["switches_at_mid_events"] == pytest.approx(counts["m"] / n)
+    assert r["switches_elsewhere"] == pytest.approx(counts["e"] / n)
+    # F1 against the landmarks is the boundary F1 of a labelling whose boundaries are those landmarks
+    mid = events & mask & ~np.concatenate([np.ones((N, 1), bool), g[:, 1:] != g[:, :-1]], 1)
+    relabel = np.cumsum(mid, 1)
+    assert r["f1_mid_events"] == pytest.approx(reference_f1(beta, relabel, mask, tol=tol))
+    # padded steps change nothing
+    beta2, events2 = beta.copy(), events.copy()
+    beta2[~mask], events2[~mask] = 1.0, True
+    assert switch_sites(beta2, g, mask, events2, tol=tol) == pytest.approx(r)

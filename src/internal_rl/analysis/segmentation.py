@@ -4,6 +4,8 @@ A ground-truth boundary is a step t ≥ 1 whose subgoal label differs from step 
 step t ≥ 1 with β_t > threshold (β_1 = 1 by construction and is left out of both sides). Switches and
 boundaries are matched one to one within ±tol steps (a maximum matching), so two switches around one
 boundary count one hit and one false alarm; precision = matched / switches, recall = matched / boundaries.
+`switch_sites` says where the missed ones land instead (at landmarks inside subgoals, or nowhere in
+particular), which separates a consistent but phase-shifted segmentation from noise.
 `f1_any_match` keeps the looser count used before session 12 (a switch is correct if any boundary lies
 within ±tol, a boundary found if any switch does), which double switching can inflate.
 """
@@ -49,13 +51,9 @@ def segmentation_metrics(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarra
     if not (beta.shape == subgoals.shape == mask.shape):
         raise ValueError(f"beta {beta.shape}, subgoals {subgoals.shape} and mask {mask.shape} must match")
     truth = boundaries(subgoals, mask)
-    switch = (beta > threshold) & mask
-    switch[:, 0] = False
+    switch = _switches(beta, mask, threshold)
     n_pred, n_true = switch.sum(), truth.sum()
-    matched = sum(_matched(np.flatnonzero(s), np.flatnonzero(b), tol) for s, b in zip(switch, truth))
-    precision = matched / n_pred if n_pred else 0.0
-    recall = matched / n_true if n_true else 0.0
-    f1 = _f1(precision, recall)
+    precision, recall, f1 = _match_scores(switch, truth, tol)
     any_p = (switch & _dilate(truth, tol)).sum() / n_pred if n_pred else 0.0
     any_r = (truth & _dilate(switch, tol)).sum() / n_true if n_true else 0.0
     inner = mask.copy()
@@ -78,6 +76,57 @@ def segmentation_metrics(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarra
 
 def _f1(precision: float, recall: float) -> float:
     return 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+
+
+def _switches(beta: np.ndarray, mask: np.ndarray, threshold: float) -> np.ndarray:
+    """(N, T) bool: valid steps t ≥ 1 with β_t > threshold (the forced switch at t = 1 left out)."""
+    switch = (beta > threshold) & mask
+    switch[:, 0] = False
+    return switch
+
+
+def _match_scores(switch: np.ndarray, targets: np.ndarray, tol: int) -> tuple[float, float, float]:
+    """Precision, recall, F1 of a one-to-one matching of switches to target steps within ±tol, per episode."""
+    n_pred, n_true = switch.sum(), targets.sum()
+    matched = sum(_matched(np.flatnonzero(s), np.flatnonzero(b), tol) for s, b in zip(switch, targets))
+    precision = matched / n_pred if n_pred else 0.0
+    recall = matched / n_true if n_true else 0.0
+    return float(precision), float(recall), float(_f1(precision, recall))
+
+
+def switch_sites(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarray, events: np.ndarray,
+                 threshold: float = 0.5, tol: int = 1) -> dict[str, float]:
+    """Where the switches land when they miss the boundaries: `events` (N, T) bool marks landmark steps
+    inside subgoals (in gridworld-pinpad, visits to the first colour of a pair, `envs.pinpad.colour_entries`
+    minus the boundaries). A run can segment every episode consistently yet at the wrong phase, switching at
+    those landmarks instead of at the subgoal boundaries; F1 against the boundaries alone cannot tell that
+    from noise. Each switch counts once, at a boundary (±tol) first, else at an event (±tol), else elsewhere;
+    `f1_mid_events` scores the switches against the events that are not boundaries as `f1` does against
+    the boundaries."""
+    beta, subgoals, mask = np.asarray(beta), np.asarray(subgoals), np.asarray(mask, dtype=bool)
+    events = np.asarray(events, dtype=bool)
+    if not (beta.shape == subgoals.shape == mask.shape == events.shape):
+        raise ValueError(f"beta {beta.shape}, subgoals {subgoals.shape}, mask {mask.shape} and events "
+                         f"{events.shape} must match")
+    truth = boundaries(subgoals, mask)
+    mid = events & mask & ~truth
+    mid[:, 0] = False
+    switch = _switches(beta, mask, threshold)
+    near_truth, near_mid = _dilate(truth, tol), _dilate(mid, tol)
+    n = switch.sum()
+    at_boundary = (switch & near_truth).sum()
+    at_mid = (switch & ~near_truth & near_mid).sum()
+    precision, recall, f1 = _match_scores(switch, mid, tol)
+    return {
+        "switches_at_boundaries": float(at_boundary / n) if n else float("nan"),
+        "switches_at_mid_events": float(at_mid / n) if n else float("nan"),
+        "switches_elsewhere": float((n - at_boundary - at_mid) / n) if n else float("nan"),
+        "f1_mid_events": f1,
+        "precision_mid_events": precision,
+        "recall_mid_events": recall,
+        "mean_beta_at_mid_events": float(beta[mid].mean()) if mid.any() else float("nan"),
+        "mid_events_per_episode": float(mid.sum(1).mean()),
+    }
 
 
 SWEEP_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9)

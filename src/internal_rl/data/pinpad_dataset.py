@@ -13,7 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from internal_rl.data.trajectories import Trajectories
-from internal_rl.envs.pinpad import PRETRAINING_TASKS, BatchedPinPad, PinPadConfig, parse_task
+from internal_rl.envs.pinpad import ENV_ID, PRETRAINING_TASKS, BatchedPinPad, PinPadConfig, parse_task
 from internal_rl.experts.pinpad_expert import ShortestPathExpert
 
 
@@ -81,7 +81,7 @@ def generate_pinpad(num_episodes: int, eps: float = 0.0, tasks: Sequence[str] | 
     tasks_all = [t for c in chunks for t in c[4]]
     success = np.concatenate([c[5] for c in chunks])
     meta = {
-        "env": "internal_rl/GridPinPad-v0",
+        "env": ENV_ID,
         "expert": "ShortestPathExpert",
         "eps": float(eps),
         "seed": seed,

@@ -3,20 +3,24 @@
 import gymnasium
 
 from internal_rl.envs.pinpad import (
+    ENV_ID,
     POST_TRAINING_TASK,
     PRETRAINING_TASKS,
     SUBGOALS,
     BatchedPinPad,
     PinPadConfig,
     PinPadEnv,
+    colour_entries,
     parse_task,
 )
 
-if "internal_rl/GridPinPad-v0" not in gymnasium.registry:
-    gymnasium.register(id="internal_rl/GridPinPad-v0", entry_point="internal_rl.envs.pinpad:PinPadEnv")
+if ENV_ID not in gymnasium.registry:
+    gymnasium.register(id=ENV_ID, entry_point="internal_rl.envs.pinpad:PinPadEnv")
 
 __all__ = [
     "BatchedPinPad",
+    "ENV_ID",
+    "colour_entries",
     "PinPadConfig",
     "PinPadEnv",
     "parse_task",

@@ -29,6 +29,8 @@ from einops import rearrange
 # Actions: cardinal moves. Moving into a wall or off the grid is a no-op.
 UP, DOWN, LEFT, RIGHT = 0, 1, 2, 3
 NUM_ACTIONS = 4
+#: The gymnasium id of the single-episode view, also written into a pinpad dataset's meta as its `env`.
+ENV_ID = "internal_rl/GridPinPad-v0"
 ACTION_DELTAS = np.array([[-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)  # (row, col)
 
 #: The 16 pretraining tasks of the paper's table A1 (three colour-pair subgoals each).
@@ -260,6 +262,24 @@ def route_lengths(
 ) -> np.ndarray:
     """Shortest number of actions to complete each task from its start cell (huge if impossible)."""
     return route_lengths_from_segments(segment_lengths(dist, start_cell, color_cell, grid), tasks, task_len)
+
+
+def colour_entries(obs: np.ndarray, cfg: PinPadConfig | None = None) -> np.ndarray:
+    """(..., T) bool from observations (..., T, G·G·(O+W+1)): at step t ≥ 1 the agent stands on a coloured
+    cell that it did not stand on at t − 1, i.e. the steps at which a colour is visited (read from the
+    observations alone, for analysing where a metacontroller switches)."""
+    cfg = cfg or PinPadConfig()
+    obs = np.asarray(obs)
+    if obs.ndim < 2 or obs.shape[-1] != cfg.obs_dim:
+        raise ValueError(f"colour_entries needs observations (..., T, {cfg.obs_dim}) for this PinPadConfig, "
+                         f"got shape {obs.shape}")
+    cells = obs.reshape(*obs.shape[:-1], cfg.n_cells, cfg.n_channels) > 0.5
+    agent = cells[..., cfg.agent_channel]  # (..., T, G·G)
+    on_colour = (agent & cells[..., : cfg.n_colors].any(-1)).any(-1)
+    cell = agent.argmax(-1)
+    entered = np.zeros(on_colour.shape, dtype=bool)
+    entered[..., 1:] = on_colour[..., 1:] & (cell[..., 1:] != cell[..., :-1])
+    return entered
 
 
 def ending_histograms(progress: np.ndarray, wrong_colour: np.ndarray, n_colors: int = 8) -> dict[str, list[int]]:

@@ -61,10 +61,14 @@ class ShortestPathExpert:
         return optimal / optimal.sum(axis=1, keepdims=True)
 
     def safe_actions(self, env: BatchedPinPad) -> np.ndarray:
-        """(N, 4) bool: actions that do not step onto a wrong colour (the ε-noise support)."""
+        """(N, 4) bool: the ε-noise support, actions that neither step onto a wrong colour nor into a pocket
+        from which the target can no longer be reached (cut off by colours: leaving a just-visited colour
+        back into the side it came from, when it is the only passage, would otherwise trap the expert)."""
         nxt, moves = self._next_cells(env)
-        colour = env.cell_color[np.arange(env.num_envs)[:, None], nxt]
-        return ~moves | (colour < 0) | (colour == env.target_color[:, None])
+        rows = np.arange(env.num_envs)[:, None]
+        colour = env.cell_color[rows, nxt]
+        reachable = env.dist_to_color[rows, env.target_color[:, None], nxt] < _UNREACHABLE
+        return ~moves | ((colour < 0) & reachable) | (colour == env.target_color[:, None])
 
     def act(self, env: BatchedPinPad, rng: np.random.Generator) -> np.ndarray:
         """Sample (N,) int64 actions: the shortest-path policy, ε-replaced by safe random actions."""

@@ -22,10 +22,17 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from internal_rl.analysis.segmentation import beta_histogram, segmentation_by_threshold, segmentation_metrics
+from internal_rl.analysis.segmentation import (
+    beta_histogram,
+    segmentation_by_threshold,
+    segmentation_metrics,
+    switch_sites,
+)
 from internal_rl.control.discovery import discovery_step
 from internal_rl.control.metacontroller import MetaController, MetaControllerConfig
 from internal_rl.data.trajectories import Trajectories
+from internal_rl.envs.pinpad import ENV_ID as PINPAD_ENV_ID
+from internal_rl.envs.pinpad import PinPadConfig, colour_entries
 from internal_rl.models.sequence_model import SequenceModel, SequenceModelConfig, freeze
 from internal_rl.phases.common import (
     RESUME_FREE,
@@ -149,6 +156,10 @@ def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajec
     res = segmentation_metrics(beta, subgoals, mask)
     res["by_threshold"] = segmentation_by_threshold(beta, subgoals, mask)
     res["beta_histogram"] = beta_histogram(beta, mask, bins=20)  # label-free: where β's two modes part
+    if data.meta.get("env") == PINPAD_ENV_ID:  # missed switches: noise, or the phase-shifted segmentation?
+        pinpad = PinPadConfig(**data.meta.get("config", {}))
+        events = colour_entries(b["obs"][:, : mask.shape[1]].cpu().numpy(), pinpad)
+        res.update(switch_sites(beta, subgoals, mask, events))
     # label-free: the objective itself on held-out episodes (NLL + α·KL per step, z̃ = μ), to compare runs by
     res.update(heldout_nll=losses["nll"].item(), heldout_kl=losses["kl"].item(), heldout_objective=losses["loss"].item())
     return res, {"beta": beta, "subgoals": subgoals, "mask": mask}
@@ -244,6 +255,9 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     print(f"[discover] held-out switch F1 {seg['f1']:.3f} (precision {seg['precision']:.3f}, recall {seg['recall']:.3f}); "
           f"switches/episode {seg['switches_per_episode']:.2f} vs subgoals/episode {seg['subgoals_per_episode']:.2f}; "
           "F1 at β thresholds " + ", ".join(f"{r['threshold']:g}: {r['f1']:.3f}" for r in seg["by_threshold"])
+          + (f"; switches at boundaries {seg['switches_at_boundaries']:.2f}, at the pairs' first colours "
+             f"{seg['switches_at_mid_events']:.2f}, elsewhere {seg['switches_elsewhere']:.2f}"
+             if "switches_at_mid_events" in seg else "")
           + f"; held-out objective {seg['heldout_objective']:.4f} (NLL + α·KL, no labels: among runs of one base and α, "
           "lower is the one to keep; examples/rank_discovery_runs.py)")
     return to_jsonable(seg)

@@ -195,6 +195,11 @@ def test_kl_and_discovery_loss_values() -> None:
     torch.testing.assert_close(res["nll"], -logp[mask].sum() / n)
     torch.testing.assert_close(res["kl"], out.kl[mask].sum() / n)
     torch.testing.assert_close(res["loss"], res["nll"] + 0.3 * res["kl"])
+    for b in range(BATCH):  # per episode: a loop over its valid steps
+        valid = [t for t in range(T) if mask[b, t]]
+        assert res["episode_steps"][b] == len(valid)
+        torch.testing.assert_close(res["episode_loss"][b], sum(-logp[b, t] + 0.3 * out.kl[b, t] for t in valid))
+    torch.testing.assert_close(res["episode_loss"].sum() / res["episode_steps"].sum(), res["loss"])
     unmasked = discovery_loss(logp, mc(e, generator=gen(0)), None, alpha=0.3)
     assert torch.isfinite(unmasked["loss"]) and not torch.allclose(unmasked["loss"], res["loss"])
 

@@ -699,3 +699,31 @@ def test_rank_discovery_runs_orders_by_heldout_objective_without_labels(tmp_path
     out = subprocess.run([sys.executable, str(script), "--runs", runs[0], other], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode != 0 and "differ in base" in out.stderr
+
+
+def test_rank_discovery_runs_bootstrap_and_best_of_k_on_real_runs(data_dir, tmp_path):
+    """--bootstrap recomputes each run's held-out objective episode by episode (equal to the one discover
+    stored, on the same episodes) and brackets each gap; --best-of reads every K-subset."""
+    from internal_rl.phases.discover import run_discover
+
+    script = Path(__file__).parents[1] / "examples" / "rank_discovery_runs.py"
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+    runs = []
+    for seed in (0, 1):
+        runs.append(str(tmp_path / f"d{seed}"))
+        run_discover(presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"), runs[-1],
+                                             seed=seed, progress=False))
+    out = subprocess.run([sys.executable, str(script), "--runs", *runs, "--bootstrap", "200", "--best-of",
+                          "--out", str(tmp_path / "rank.json")], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    saved = json.loads((tmp_path / "rank.json").read_text())
+    ranking, (gap,) = saved["ranking"], saved["bootstrap"]
+    for r in ranking:
+        assert r["objective_recomputed"] == pytest.approx(r["objective"], rel=1e-5)
+    assert ranking[0]["objective"] <= ranking[1]["objective"]
+    assert gap["difference"] == pytest.approx(ranking[1]["objective"] - ranking[0]["objective"], rel=1e-4, abs=1e-7)
+    assert gap["ci95"][0] <= gap["difference"] <= gap["ci95"][1] and gap["episodes"] == ranking[0]["episodes"]
+    assert [row["subsets"] for row in saved["best_of"]] == [2, 1]
+    assert saved["best_of"][1]["f1_median"] == ranking[0]["f1"]  # of both, the lower objective is kept

@@ -469,7 +469,9 @@ def discovery_loss(
     """Negative ELBO of paper Eq. 3: Σ_t [−log p(a_t | …) + α KL_t] over valid steps.
 
     Normalisation: sums over all valid steps of the batch, divided by their count (a per-step mean,
-    so α means the same for any T and padding). Returns {"loss", "nll", "kl"}, nll and kl per step.
+    so α means the same for any T and padding). Returns {"loss", "nll", "kl"}, nll and kl per step, and
+    per episode (B,) "episode_loss" (the same sum over that episode's valid steps) and "episode_steps", for
+    comparing runs episode by episode (a paired bootstrap over held-out episodes).
     """
     if action_logp.shape != out.kl.shape:
         raise ValueError(
@@ -480,6 +482,7 @@ def discovery_loss(
         mask = torch.ones_like(action_logp, dtype=torch.bool)
     zero = torch.zeros((), dtype=action_logp.dtype, device=action_logp.device)
     n = mask.sum().clamp_min(1).to(action_logp.dtype)
-    nll = torch.where(mask, -action_logp, zero).sum() / n
-    kl = torch.where(mask, out.kl, zero).sum() / n
-    return {"loss": nll + alpha * kl, "nll": nll, "kl": kl}
+    step_nll, step_kl = torch.where(mask, -action_logp, zero), torch.where(mask, out.kl, zero)
+    nll, kl = step_nll.sum() / n, step_kl.sum() / n
+    return {"loss": nll + alpha * kl, "nll": nll, "kl": kl,
+            "episode_loss": (step_nll + alpha * step_kl).sum(-1), "episode_steps": mask.sum(-1)}

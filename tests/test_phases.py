@@ -566,6 +566,46 @@ def test_discover_resume_continues_the_same_run(data_dir, tmp_path):
     assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "d" / "metrics.csv"))] == [4, 8]
 
 
+def test_discover_restarts_keep_the_lowest_heldout_objective(data_dir, tmp_path, monkeypatch):
+    """--restarts K trains K seeds in OUT/restart{i}, copies the lowest held-out objective's run into OUT (its
+    metacontroller loads from OUT as from one run), reads finished restarts back, and resumes unfinished ones."""
+    from safetensors.torch import load_file
+
+    from internal_rl.phases import discover
+    from internal_rl.phases.discover import load_metacontroller, run_discover
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+
+    def cfg(**kw):
+        return presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"), str(tmp_path / "d"),
+                                       seed=3, progress=False, **kw)
+
+    seg = run_discover(cfg(restarts=3))
+    saved = json.loads((tmp_path / "d" / "restarts.json").read_text())
+    objectives = [r["heldout_objective"] for r in saved["restarts"]]
+    assert [r["seed"] for r in saved["restarts"]] == [3, 4, 5] and len(set(objectives)) == 3
+    kept = saved["kept_restart"]
+    assert objectives[kept] == min(objectives) and seg["kept_restart"] == kept
+    kept_dir = tmp_path / "d" / f"restart{kept}"
+    assert seg["heldout_objective"] == json.loads((kept_dir / "segmentation.json").read_text())["heldout_objective"]
+    mine, theirs = load_file(tmp_path / "d" / "metacontroller.safetensors"), load_file(kept_dir / "metacontroller.safetensors")
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    load_metacontroller(tmp_path / "d")  # what rl reads
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["discover"]["restarts"] == 3
+    # finished restarts are read back, not retrained
+    monkeypatch.setattr(discover, "run_discover", lambda c: pytest.fail(f"{c.out} was retrained"))
+    assert discover.run_discover_restarts(cfg(restarts=3))["heldout_objective"] == seg["heldout_objective"]
+    monkeypatch.undo()
+    # a restart with a larger budget and --resume continues from its checkpoint
+    run_discover(cfg(restarts=2, steps=presets.discover_config("smoke", "", "", "").steps + 4, resume=True))
+    rows = list(csv.DictReader(open(tmp_path / "d" / "restart0" / "metrics.csv")))
+    assert int(rows[-1]["step"]) == presets.discover_config("smoke", "", "", "").steps + 4
+    with pytest.raises(ValueError, match="restarts"):
+        run_discover(cfg(restarts=0))
+
+
 def test_sweep_alpha_runs_both_modes_and_reuses_points(data_dir, tmp_path, monkeypatch):
     """Each (mode, α) point is a discover run on the frozen base or a co-trained one; finished points are reused."""
     from internal_rl.phases import sweep_alpha

@@ -12,7 +12,9 @@ held-out D*) and a β-over-time plot like the paper's Fig. A3.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,6 +103,11 @@ class DiscoverConfig:
     ckpt_every: int = 500
     eval_episodes: int = 250
     seed: int = 0
+    restarts: int = 1
+    """Train this many runs (seeds seed, seed+1, …, in OUT/restart{i}) and keep the one with the lowest
+    held-out objective, NLL + α·KL (no labels), copied into OUT. Discovery's seed decides as much as the
+    base on the quick recipe (docs/RESULTS.md, Sessions 25–26); the objective ranks the runs on the
+    subgoal boundaries first. A finished restart with the same settings is read back, not retrained."""
     threads: int = 0
     device: str = "auto"
     """'auto' (CUDA when available, else CPU), 'cpu' or 'cuda[:N]'."""
@@ -167,9 +174,11 @@ def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajec
 
 def run_discover(cfg: DiscoverConfig) -> dict:
     """Train (or resume) a metacontroller; write segmentation.json and the β plot."""
-    if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_episodes < 1:
-        raise ValueError(f"steps must be >= 0, batch_size and eval_episodes >= 1, got {cfg.steps}, "
-                         f"{cfg.batch_size}, {cfg.eval_episodes}")
+    if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_episodes < 1 or cfg.restarts < 1:
+        raise ValueError(f"steps must be >= 0, batch_size, eval_episodes and restarts >= 1, got {cfg.steps}, "
+                         f"{cfg.batch_size}, {cfg.eval_episodes}, {cfg.restarts}")
+    if cfg.restarts > 1:
+        return run_discover_restarts(cfg)
     set_threads(cfg.threads)
     rng = set_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -260,4 +269,57 @@ def run_discover(cfg: DiscoverConfig) -> dict:
              if "switches_at_mid_events" in seg else "")
           + f"; held-out objective {seg['heldout_objective']:.4f} (NLL + α·KL, no labels: among runs of one base and α, "
           "lower is the one to keep; examples/rank_discovery_runs.py)")
+    return to_jsonable(seg)
+
+
+def _finished_restart(sub: DiscoverConfig) -> dict | None:
+    """segmentation.json of a restart folder that finished `sub.steps` with sub's settings, else None."""
+    folder = Path(sub.out)
+    seg_path = folder / "segmentation.json"
+    if not seg_path.exists():
+        return None
+    seg = json.loads(seg_path.read_text())
+    try:
+        check_resume(folder, "discover", sub, RESUME_FREE)
+    except ValueError:
+        return None
+    return seg if seg.get("steps") == sub.steps and "heldout_objective" in seg else None
+
+
+def run_discover_restarts(cfg: DiscoverConfig) -> dict:
+    """`cfg.restarts` discovery runs with consecutive seeds in OUT/restart{i}; the one with the lowest held-out
+    objective is copied into OUT (which then reads like one run: metacontroller, segmentation.json, plot), and
+    OUT/restarts.json lists every restart's objective and figures. Finished restarts are read back; with
+    `resume`, unfinished ones continue from their checkpoints."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i in range(cfg.restarts):
+        sub = dataclasses.replace(cfg, out=str(out / f"restart{i}"), seed=cfg.seed + i, restarts=1)
+        seg = _finished_restart(sub)
+        if seg is None:
+            sub.resume = cfg.resume and (Path(sub.out) / "train_state.pt").exists()
+            print(f"[discover] restart {i + 1}/{cfg.restarts} (seed {sub.seed}) -> {sub.out}")
+            seg = run_discover(sub)
+        else:
+            print(f"[discover] restart {i + 1}/{cfg.restarts} (seed {sub.seed}) finished earlier: read back")
+        row = {"restart": i, "seed": sub.seed, "folder": sub.out, "heldout_objective": seg["heldout_objective"]}
+        row.update({k: seg[k] for k in ("heldout_nll", "heldout_kl", "switches_per_episode", "f1") if k in seg})
+        rows.append(row)
+    kept = min(rows, key=lambda r: r["heldout_objective"])
+    for f in Path(kept["folder"]).iterdir():  # the kept run's files, as if OUT had been that run
+        if f.is_file() and f.name != "config.json":
+            shutil.copy2(f, out / f.name)
+        elif f.is_dir() and f.name == "base":  # a co-trained base travels with its metacontroller
+            shutil.copytree(f, out / f.name, dirs_exist_ok=True)
+    write_json(out / "config.json", {"discover": cfg, "layer": json.loads(
+        (Path(kept["folder"]) / "config.json").read_text())["layer"], "kept_restart": kept["restart"]})
+    summary = {"kept_restart": kept["restart"], "kept_seed": kept["seed"],
+               "rule": "lowest held-out objective, NLL + alpha * KL per step (no labels)", "restarts": rows}
+    write_json(out / "restarts.json", summary)
+    seg = json.loads((out / "segmentation.json").read_text())
+    seg.update(kept_restart=kept["restart"], restarts=cfg.restarts)
+    write_json(out / "segmentation.json", seg)
+    print(f"[discover] kept restart {kept['restart']} (seed {kept['seed']}): held-out objective "
+          + ", ".join(f"{r['heldout_objective']:.4f}" for r in rows) + f" -> {out} (restarts.json)")
     return to_jsonable(seg)

@@ -218,7 +218,8 @@ def test_oracle_switch_schedule_and_phase(data_dir, tmp_path):
     assert seg["f1"] == 1.0 and seg["switches_per_episode"] == seg["subgoals_per_episode"]
     # pinpad data: where switches land, read from the observations (each pair's first colour is a landmark)
     assert seg["switches_at_boundaries"] == 1.0 and seg["switches_at_mid_events"] == 0.0
-    assert seg["mid_events_per_episode"] == 3.0 and seg["f1_mid_events"] == 0.0
+    # three per episode, less those next to the pair's end (adjacent colours), which ±1 cannot tell apart
+    assert 2.0 < seg["mid_events_per_episode"] <= 3.0 and seg["f1_mid_events"] == 0.0
 
 
 def test_demo_command_runs_at_smoke_preset(tmp_path, capsys):

@@ -204,7 +204,7 @@ def test_switch_sites_tell_a_phase_shifted_segmentation_from_noise():
     aligned, shifted, noise = (np.zeros(g.shape) for _ in range(3))
     aligned[0, [0, 4, 8]] = 1
     shifted[0, [0, 2, 6, 10]] = 1
-    noise[0, [0, 1, 5, 9]] = 1  # within ±1 of a landmark or a boundary: only 1 -> landmark 2 (tol 1)
+    noise[0, [0, 1, 5, 9]] = 1  # at tol 0 neither a landmark nor a boundary
     r = switch_sites(aligned, g, m, events)
     assert r["switches_at_boundaries"] == 1 and r["switches_at_mid_events"] == 0 and r["f1_mid_events"] == 0
     r = switch_sites(shifted, g, m, events)
@@ -213,6 +213,9 @@ def test_switch_sites_tell_a_phase_shifted_segmentation_from_noise():
     assert r["mean_beta_at_mid_events"] == 1
     r = switch_sites(noise, g, m, events, tol=0)
     assert r["switches_elsewhere"] == 1 and r["f1_mid_events"] == 0
+    near = np.zeros(g.shape, bool)
+    near[0, [3, 6]] = True  # 3 sits next to the boundary at 4: within ±1 it is that boundary, not a landmark
+    assert switch_sites(aligned, g, m, near)["mid_events_per_episode"] == 1
     with pytest.raises(ValueError, match="must match"):
         switch_sites(aligned, g, m, events[:, :-1])
 
@@ -228,7 +231,7 @@ def test_switch_sites_match_a_loop_reference_with_padding():
     for b, gg, ev, mm in zip(beta, g, events, mask):
         L = int(mm.sum())
         bd = [t for t in range(1, L) if gg[t] != gg[t - 1]]
-        mid = [t for t in range(1, L) if ev[t] and t not in bd]
+        mid = [t for t in range(1, L) if ev[t] and all(abs(t - x) > tol for x in bd)]
         for t in (t for t in range(1, L) if b[t] > 0.5):
             key = "b" if any(abs(t - x) <= tol for x in bd) else "m" if any(abs(t - x) <= tol for x in mid) else "e"
             counts[key] += 1
@@ -238,7 +241,11 @@ def test_switch_sites_match_a_loop_reference_with_padding():
     assert r["switches_at_mid_events"] == pytest.approx(counts["m"] / n)
     assert r["switches_elsewhere"] == pytest.approx(counts["e"] / n)
     # F1 against the landmarks is the boundary F1 of a labelling whose boundaries are those landmarks
-    mid = events & mask & ~np.concatenate([np.ones((N, 1), bool), g[:, 1:] != g[:, :-1]], 1)
+    mid = np.zeros((N, T), bool)
+    for i in range(N):
+        L = int(mask[i].sum())
+        bd = [t for t in range(1, L) if g[i, t] != g[i, t - 1]]
+        mid[i, [t for t in range(1, L) if events[i, t] and all(abs(t - x) > tol for x in bd)]] = True
     relabel = np.cumsum(mid, 1)
     assert r["f1_mid_events"] == pytest.approx(reference_f1(beta, relabel, mask, tol=tol))
     # padded steps change nothing

@@ -101,18 +101,19 @@ def switch_sites(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarray, event
     minus the boundaries). A run can segment every episode consistently yet at the wrong phase, switching at
     those landmarks instead of at the subgoal boundaries; F1 against the boundaries alone cannot tell that
     from noise. Each switch counts once, at a boundary (±tol) first, else at an event (±tol), else elsewhere;
-    `f1_mid_events` scores the switches against the events that are not boundaries as `f1` does against
-    the boundaries."""
+    `f1_mid_events` scores the switches against the events farther than ±tol from every boundary (the
+    "mid events") as `f1` does against the boundaries."""
     beta, subgoals, mask = np.asarray(beta), np.asarray(subgoals), np.asarray(mask, dtype=bool)
     events = np.asarray(events, dtype=bool)
     if not (beta.shape == subgoals.shape == mask.shape == events.shape):
         raise ValueError(f"beta {beta.shape}, subgoals {subgoals.shape}, mask {mask.shape} and events "
                          f"{events.shape} must match")
     truth = boundaries(subgoals, mask)
-    mid = events & mask & ~truth
+    near_truth = _dilate(truth, tol)
+    mid = events & mask & ~near_truth  # landmarks within ±tol of a boundary are not told apart from it
     mid[:, 0] = False
     switch = _switches(beta, mask, threshold)
-    near_truth, near_mid = _dilate(truth, tol), _dilate(mid, tol)
+    near_mid = _dilate(mid, tol)
     n = switch.sum()
     at_boundary = (switch & near_truth).sum()
     at_mid = (switch & ~near_truth & near_mid).sum()

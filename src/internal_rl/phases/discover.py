@@ -269,6 +269,10 @@ def run_discover(cfg: DiscoverConfig) -> dict:
              if "switches_at_mid_events" in seg else "")
           + f"; held-out objective {seg['heldout_objective']:.4f} (NLL + α·KL, no labels: among runs of one base and α, "
           "lower is the one to keep; examples/rank_discovery_runs.py)")
+    if seg.get("switches_at_mid_events", 0.0) > 0.5:
+        print("[discover] most switches land where a pair's first colour is entered, not where the pair ends: a "
+              "segmentation shifted by half a subgoal, nearly as cheap under the objective (docs/RESULTS.md, "
+              "Session 26); other seeds find the boundaries (--restarts K keeps the lowest objective)")
     return to_jsonable(seg)
 
 

@@ -91,6 +91,11 @@ def test_reproduce_smoke_writes_every_artifact(tmp_path):
         assert 0.0 <= r["final_success_median"] <= 1.0 and r["episodes"] > 0 and r["env_steps"] > 0
         # z-space methods are scored with the policy's mean z too; raw has no z
         assert (len(r.get("final_success_mean_z_per_seed", [])) == 2) == (m != "raw")
+    for seed, row in zip((0, 1), saved["per_seed"]):  # seed by seed: the discovery run beside every method's RL
+        seg = json.loads((tmp_path / f"seed{seed}" / "discover" / "segmentation.json").read_text())
+        assert row["switch_f1"] == seg["f1"] and row["switches_at_mid_events"] == seg["switches_at_mid_events"]
+        assert row["final_success"]["raw"] == saved["methods"]["raw"]["final_success_per_seed"][seed]
+    assert "| seed | switch F1 |" in (tmp_path / "results.md").read_text()
     for seed in (0, 1):
         d = tmp_path / f"seed{seed}"
         assert "post_task_success" in json.loads((d / "controllers" / "controllers.json").read_text())

@@ -138,6 +138,14 @@ def summarise(per_seed: list[dict], methods: list[str], preset: str, wall: float
         if m in per_seed[0]["segmentation"]:
             f1 = [s["segmentation"][m]["f1"] for s in per_seed]
             res.setdefault("segmentation_f1", {})[m] = {"median": float(np.median(f1)), "per_seed": f1}
+    # seed by seed: did discovery land on the boundaries (or on the pairs' first colours), and what RL made of it
+    res["per_seed"] = []
+    for k, s in enumerate(per_seed):
+        seg = s["segmentation"].get("internal", {})
+        res["per_seed"].append({"seed": k, "switch_f1": seg.get("f1"),
+                                "switches_at_boundaries": seg.get("switches_at_boundaries"),
+                                "switches_at_mid_events": seg.get("switches_at_mid_events"),
+                                "final_success": {m: s["rl"][m]["final_success"] for m in methods}})
     return res
 
 
@@ -154,6 +162,21 @@ def markdown_table(res: dict) -> str:
         mz = r.get("final_success_mean_z_median")
         lines.append(f"| {m} | {r['final_success_median']:.3f} | {lo:.3f}–{hi:.3f} | "
                      f"{'—' if mz is None else f'{mz:.3f}'} | {r['episodes']} | {r['env_steps']} |")
+    rows = res.get("per_seed", [])
+    if rows:
+        def fmt(x: float | None) -> str:
+            return "—" if x is None else f"{x:.2f}"
+
+        methods = list(rows[0]["final_success"])
+        lines += ["", "Per seed: the internal method's discovery run (switch F1 against the subgoal boundaries; share of "
+                  "switches at the boundaries / at the pairs' first colours, a segmentation shifted by half a "
+                  "subgoal) and every method's final success.", "",
+                  "| seed | switch F1 | switches at boundaries / first colours | " + " | ".join(methods) + " |",
+                  "|---|---|---|" + "---|" * len(methods)]
+        for r in rows:
+            lines.append(f"| {r['seed']} | {fmt(r['switch_f1'])} | {fmt(r['switches_at_boundaries'])} / "
+                         f"{fmt(r['switches_at_mid_events'])} | "
+                         + " | ".join(f"{r['final_success'][m]:.3f}" for m in methods) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from internal_rl.data.trajectories import Trajectories
+from internal_rl.envs.pinpad import PinPadConfig, colour_entries
 from internal_rl.models.sequence_model import SequenceModel, prev_actions_of
 
 
@@ -34,14 +35,10 @@ def nll_by_colours_visited(model: SequenceModel, data: Trajectories, episodes: i
     T = b["actions"].shape[1]
     pa = prev_actions_of(b["actions"]) if model.prev_action is not None else None
     nll = -model.action_logp(model(b["obs"][:, :T], pa), b["actions"])
-    cells = b["obs"][:, :T].reshape(b["obs"].shape[0], T, grid * grid, -1)  # (row·col, channel); agent last
-    agent = cells[..., -1]
-    on_colour = torch.einsum("btc,btck->btk", agent, cells[..., :n_colors]).sum(-1) > 0
-    # A visit is a move onto a colour: an (ε-noisy) move into a wall or the edge leaves the agent where it was,
-    # and standing on the colour just visited must not count it again (the env's `progress` does not).
-    arrived = torch.ones_like(on_colour)
-    arrived[:, 1:] = (agent[:, 1:] != agent[:, :-1]).any(-1)
-    visited = torch.cumsum((on_colour & arrived).long(), 1)
+    # A visit is a move onto a colour (colour_entries: standing on it again after a no-op does not count it twice)
+    n_walls = b["obs"].shape[-1] // (grid * grid) - n_colors - 1
+    entries = colour_entries(b["obs"][:, :T].cpu().numpy(), PinPadConfig(grid=grid, n_colors=n_colors, n_walls=n_walls))
+    visited = torch.cumsum(torch.from_numpy(entries).long(), 1).to(b["mask"].device)
     rows = []
     for k in range(max_visits):
         sel = b["mask"] & (visited == k)

@@ -546,10 +546,15 @@ def test_metrics_logger_fresh_run_replaces_and_resume_truncates(tmp_path):
     assert not set(old_events) & set((tmp_path / "tb").glob("events.out.tfevents.*"))
 
 
-def test_discover_resume_continues_the_same_run(data_dir, tmp_path):
-    """Discovery stopped at a checkpoint and resumed lands where an uninterrupted run does."""
+def test_discover_resume_continues_the_same_run(data_dir, tmp_path, monkeypatch):
+    """Discovery stopped at a checkpoint and resumed lands where an uninterrupted run does; its logged rate
+    counts only the steps the resumed process ran."""
+    import itertools
+    import types
+
     from safetensors.torch import load_file
 
+    from internal_rl.phases import discover
     from internal_rl.phases.discover import run_discover
 
     pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
@@ -562,14 +567,19 @@ def test_discover_resume_continues_the_same_run(data_dir, tmp_path):
 
     run_discover(cfg("d", 4))
     w4 = load_file(tmp_path / "d" / "metacontroller.safetensors")
+    clock = itertools.count()  # one second per reading of the clock: t0, then the log at step 8
+    monkeypatch.setattr(discover, "time", types.SimpleNamespace(time=lambda: float(next(clock))))
     run_discover(cfg("d", 8, resume=True))
+    monkeypatch.undo()
     run_discover(cfg("straight", 8))
     resumed = load_file(tmp_path / "d" / "metacontroller.safetensors")
     straight = load_file(tmp_path / "straight" / "metacontroller.safetensors")
     assert any(not torch.equal(w4[k], resumed[k]) for k in w4)
     for k in straight:
         torch.testing.assert_close(resumed[k], straight[k], atol=1e-6, rtol=1e-5)
-    assert [int(r["step"]) for r in csv.DictReader(open(tmp_path / "d" / "metrics.csv"))] == [4, 8]
+    rows = list(csv.DictReader(open(tmp_path / "d" / "metrics.csv")))
+    assert [int(r["step"]) for r in rows] == [4, 8]
+    assert float(rows[1]["steps_per_s"]) == 4.0  # 4 steps in 1 s, not the 8 of the whole run
 
 
 def test_discover_restarts_keep_the_lowest_heldout_objective(data_dir, tmp_path, monkeypatch):

@@ -220,6 +220,24 @@ def test_switch_sites_tell_a_phase_shifted_segmentation_from_noise():
         switch_sites(aligned, g, m, events[:, :-1])
 
 
+def test_discover_warns_of_a_shifted_segmentation_only_when_most_switches_sit_at_first_colours():
+    from internal_rl.phases.discover import shifted_segmentation_hint
+
+    g = np.array([[0, 0, 0, 0, 2, 2, 2, 2, 1, 1, 1, 1]])
+    events = np.zeros(g.shape, bool)
+    events[0, [2, 4, 6, 8, 10]] = True
+    m = np.ones_like(g, dtype=bool)
+    shifted, aligned = np.zeros(g.shape), np.zeros(g.shape)
+    shifted[0, [0, 2, 6, 10]] = 1
+    aligned[0, [0, 4, 8]] = 1
+    hint = shifted_segmentation_hint(switch_sites(shifted, g, m, events))
+    assert hint is not None and hint.startswith("100% of switches") and "--restarts" in hint
+    assert shifted_segmentation_hint(switch_sites(aligned, g, m, events)) is None
+    assert shifted_segmentation_hint({"switches_at_mid_events": 0.5}) is None  # half is not most
+    assert shifted_segmentation_hint({"switches_at_mid_events": float("nan")}) is None  # no switches
+    assert shifted_segmentation_hint({"f1": 0.0}) is None  # data without landmarks (not gridworld-pinpad)
+
+
 def test_switch_sites_match_a_loop_reference_with_padding():
     rng = np.random.default_rng(1)
     N, T, tol = 30, 25, 1

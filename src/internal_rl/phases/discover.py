@@ -225,7 +225,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
 
     logger = MetricsLogger(out, resume_step=step if cfg.resume else None)
     bar = tqdm(total=cfg.steps, initial=step, desc="discover", disable=not cfg.progress, dynamic_ncols=True)
-    t0 = time.time()
+    t0, first_step = time.time(), step  # the rate counts this process's steps, not those before a resume
     while step < cfg.steps:
         batch = train.batch(rng.integers(0, len(train), cfg.batch_size), device)
         alpha = kl_weight(cfg, step)
@@ -243,7 +243,7 @@ def run_discover(cfg: DiscoverConfig) -> dict:
             m = batch["mask"]
             sw = ((mo.beta > 0.5) & m).float().sum(1).mean().item()
             logger.log(step, nll=losses["nll"].item(), kl=losses["kl"].item(), alpha=alpha, switches_per_episode=sw,
-                       steps_per_s=step / max(time.time() - t0, 1e-9))
+                       steps_per_s=(step - first_step) / max(time.time() - t0, 1e-9))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()
     bar.close()
@@ -269,11 +269,20 @@ def run_discover(cfg: DiscoverConfig) -> dict:
              if "switches_at_mid_events" in seg else "")
           + f"; held-out objective {seg['heldout_objective']:.4f} (NLL + α·KL, no labels: among runs of one base and α, "
           "lower is the one to keep; examples/rank_discovery_runs.py)")
-    if seg.get("switches_at_mid_events", 0.0) > 0.5:
-        print("[discover] most switches land where a pair's first colour is entered, not where the pair ends: a "
-              "segmentation shifted by half a subgoal, nearly as cheap under the objective (docs/RESULTS.md, "
-              "Session 26); other seeds find the boundaries (--restarts K keeps the lowest objective)")
+    hint = shifted_segmentation_hint(seg)
+    if hint:
+        print(f"[discover] {hint}")
     return to_jsonable(seg)
+
+
+def shifted_segmentation_hint(seg: dict) -> str | None:
+    """A warning when most held-out switches land at the pairs' first colours (`switch_sites`), else None."""
+    share = seg.get("switches_at_mid_events", float("nan"))
+    if not share > 0.5:  # also None when the data has no landmarks (nan) or the key is missing
+        return None
+    return (f"{share:.0%} of switches land where a pair's first colour is entered, not where the pair ends: a "
+            "segmentation shifted by half a subgoal, nearly as cheap under the objective (docs/RESULTS.md, "
+            "Session 26); other seeds find the boundaries (--restarts K keeps the lowest objective)")
 
 
 def _finished_restart(sub: DiscoverConfig) -> dict | None:

@@ -582,6 +582,36 @@ def test_discover_resume_continues_the_same_run(data_dir, tmp_path, monkeypatch)
     assert float(rows[1]["steps_per_s"]) == 4.0  # 4 steps in 1 s, not the 8 of the whole run
 
 
+def test_discover_eval_every_logs_the_heldout_segmentation_and_changes_no_weight(data_dir, tmp_path):
+    """--eval-every N scores the held-out episodes every N steps into metrics.csv (the last row equal to
+    segmentation.json) without touching training: the weights match a run without it bit for bit."""
+    from safetensors.torch import load_file
+
+    from internal_rl.phases.discover import run_discover
+
+    pcfg = presets.pretrain_config("smoke", str(data_dir / "data"), str(tmp_path / "pretrain"))
+    pcfg.progress = False
+    run_pretrain(pcfg)
+
+    def cfg(out: str, **kw):
+        return presets.discover_config("smoke", str(tmp_path / "pretrain"), str(data_dir / "data"), str(tmp_path / out),
+                                       steps=10, progress=False, **kw)
+
+    seg = run_discover(cfg("evaluated", eval_every=4))
+    run_discover(cfg("plain"))
+    a, b = (load_file(tmp_path / d / "metacontroller.safetensors") for d in ("evaluated", "plain"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    rows = [r for r in csv.DictReader(open(tmp_path / "evaluated" / "metrics.csv")) if r.get("heldout_f1")]
+    assert [int(r["step"]) for r in rows] == [4, 8, 10]
+    for k in ("f1", "precision", "recall", "switches_per_episode", "switches_at_mid_events", "heldout_objective"):
+        col = k if k.startswith("heldout_") else f"heldout_{k}"
+        assert float(rows[-1][col]) == pytest.approx(seg[k], rel=1e-6, abs=1e-9)
+    assert len({float(r["heldout_objective"]) for r in rows}) == 3  # scored at each point, not copied
+    assert "heldout_f1" not in open(tmp_path / "plain" / "metrics.csv").readline()  # 0: only segmentation.json
+    with pytest.raises(ValueError, match="eval_every"):
+        run_discover(cfg("bad", eval_every=-1))
+
+
 def test_discover_restarts_keep_the_lowest_heldout_objective(data_dir, tmp_path, monkeypatch):
     """--restarts K trains K seeds in OUT/restart{i}, copies the lowest held-out objective's run into OUT (its
     metacontroller loads from OUT as from one run), reads finished restarts back, and resumes unfinished ones."""

@@ -94,15 +94,15 @@ def discover_config(preset: str, model: str, data: str, out: str, **overrides):
         cfg = DiscoverConfig(model=model, data=data, out=out, steps=10, batch_size=16, eval_episodes=20,
                              log_every=5, ckpt_every=10)
     elif preset == "quick":
-        cfg = DiscoverConfig(model=model, data=data, out=out, steps=1500, batch_size=64)
+        cfg = DiscoverConfig(model=model, data=data, out=out, steps=1500, batch_size=64, eval_every=500)
     elif preset == "long":
         # Warm-ups: β forced to 1 for 2,000 steps, then α ramped from 0 over 2,000 more (Session 3's schedule,
         # which gave subgoal-aligned switching on a controllable base in Session 7).
         cfg = DiscoverConfig(model=model, data=data, out=out, steps=6000, batch_size=64, alpha=0.03,
-                             switch_warmup=2000, kl_warmup=2000)
+                             switch_warmup=2000, kl_warmup=2000, eval_every=1000)
     else:
         cfg = DiscoverConfig(model=model, data=data, out=out, steps=64_000, batch_size=512, ckpt_every=2000,
-                             eval_episodes=2000)
+                             eval_episodes=2000, eval_every=8000)
     for k, v in overrides.items():
         setattr(cfg, k, v)
     return cfg

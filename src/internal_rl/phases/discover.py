@@ -102,6 +102,10 @@ class DiscoverConfig:
     log_every: int = 50
     ckpt_every: int = 500
     eval_episodes: int = 250
+    eval_every: int = 0
+    """Every this many steps, score the held-out episodes as at the end (switch F1, precision, recall, the
+    objective; on gridworld-pinpad where the switches land) into metrics.csv as `heldout_*` columns, so the
+    segmentation can be followed over training (0: only at the end)."""
     seed: int = 0
     restarts: int = 1
     """Train this many runs (seeds seed, seed+1, …, in OUT/restart{i}) and keep the one with the lowest
@@ -172,11 +176,20 @@ def evaluate_segmentation(model: SequenceModel, mc: MetaController, data: Trajec
     return res, {"beta": beta, "subgoals": subgoals, "mask": mask}
 
 
+HELDOUT_COLUMNS = ("f1", "precision", "recall", "switches_per_episode", "switches_at_mid_events", "heldout_objective",
+                   "heldout_nll", "heldout_kl")
+
+
+def heldout_columns(seg: dict) -> dict[str, float]:
+    """The scores of `evaluate_segmentation` that `--eval-every` logs, named heldout_* in metrics.csv."""
+    return {(k if k.startswith("heldout_") else f"heldout_{k}"): float(seg[k]) for k in HELDOUT_COLUMNS if k in seg}
+
+
 def run_discover(cfg: DiscoverConfig) -> dict:
     """Train (or resume) a metacontroller; write segmentation.json and the β plot."""
-    if cfg.steps < 0 or cfg.batch_size < 1 or cfg.eval_episodes < 1 or cfg.restarts < 1:
-        raise ValueError(f"steps must be >= 0, batch_size, eval_episodes and restarts >= 1, got {cfg.steps}, "
-                         f"{cfg.batch_size}, {cfg.eval_episodes}, {cfg.restarts}")
+    if cfg.steps < 0 or cfg.eval_every < 0 or cfg.batch_size < 1 or cfg.eval_episodes < 1 or cfg.restarts < 1:
+        raise ValueError(f"steps and eval_every must be >= 0, batch_size, eval_episodes and restarts >= 1, got "
+                         f"{cfg.steps}, {cfg.eval_every}, {cfg.batch_size}, {cfg.eval_episodes}, {cfg.restarts}")
     if cfg.restarts > 1:
         return run_discover_restarts(cfg)
     set_threads(cfg.threads)
@@ -246,6 +259,9 @@ def run_discover(cfg: DiscoverConfig) -> dict:
                        steps_per_s=(step - first_step) / max(time.time() - t0, 1e-9))
         if step % cfg.ckpt_every == 0 or step == cfg.steps:
             checkpoint()
+        if cfg.eval_every and step % cfg.eval_every == 0 and step < cfg.steps:  # the last step is scored below
+            seg, _ = evaluate_segmentation(model, mc, heldout, layer, cfg.eval_episodes, cfg.alpha, cfg.oracle_switch)
+            logger.log(step, **heldout_columns(seg))
     bar.close()
     if not (out / "metacontroller.safetensors").exists():
         checkpoint()
@@ -257,6 +273,8 @@ def run_discover(cfg: DiscoverConfig) -> dict:
     seg.update(alpha=cfg.alpha, cotrain=cfg.cotrain, always_switch=cfg.always_switch, oracle_switch=cfg.oracle_switch,
                layer=layer, steps=step)
     write_json(out / "segmentation.json", seg)
+    if cfg.eval_every:
+        logger.log(step, **heldout_columns(seg))
     from internal_rl.analysis.plots import plot_switching
 
     plot_switching(arrays, out / "switching.png")

@@ -8,7 +8,8 @@ NLL + α·KL per step with z̃ = μ (``heldout_objective`` in ``segmentation.jso
 switch F1 is printed beside it for analysis only; it plays no part in the ranking.
 
 Run: ``python examples/rank_discovery_runs.py --runs DISC_0 DISC_1 ... [--out ranking.json]``. The runs must
-share a base, data and α (their objectives are compared as numbers), which the script checks.
+share a base, data, α and step count (their objectives are compared as numbers, and every run's objective keeps
+falling with training), which the script checks.
 
 ``--bootstrap R``: are the gaps real? Recomputes every run's objective episode by episode on the same held-out
 episodes (``--episodes``, default as many as the runs were scored on; ``--model``/``--data`` when the paths in
@@ -41,14 +42,15 @@ def read_run(folder: str) -> dict:
     return {"run": folder, "seed": cfg["seed"], "objective": objective, "nll": seg["heldout_nll"],
             "kl": seg["heldout_kl"], "switches_per_episode": seg["switches_per_episode"], "f1": seg["f1"],
             "base": cfg["model"], "data": cfg["data"], "alpha": seg["alpha"], "layer": seg["layer"],
-            "cotrain": seg["cotrain"], "episodes": seg.get("episodes"),
+            "cotrain": seg["cotrain"], "steps": seg.get("steps"), "episodes": seg.get("episodes"),
             "switches_at_boundaries": seg.get("switches_at_boundaries"),
             "switches_at_mid_events": seg.get("switches_at_mid_events")}
 
 
 def rank(runs: list[dict]) -> list[dict]:
     """The runs, lowest held-out objective first; refuses runs whose objectives are not comparable."""
-    for key in ("base", "data", "alpha", "layer", "cotrain"):
+    # steps too: the objective keeps falling with training, so a longer misplaced run can undercut a clean one
+    for key in ("base", "data", "alpha", "layer", "cotrain", "steps"):
         values = {str(r[key]) for r in runs}
         if len(values) > 1:
             raise SystemExit(f"the runs differ in {key} ({', '.join(sorted(values))}): their objectives do not compare")
@@ -98,7 +100,7 @@ def best_of_k(runs: list[dict]) -> list[dict]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--runs", nargs="+", required=True, help="discover run folders (one base, data and α)")
+    ap.add_argument("--runs", nargs="+", required=True, help="discover run folders (one base, data, α and step count)")
     ap.add_argument("--out", default="", help="also write the ranking to this JSON file")
     ap.add_argument("--bootstrap", type=int, default=0, metavar="R",
                     help="paired bootstrap of each gap over held-out episodes with R resamples (0: off)")

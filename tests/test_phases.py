@@ -761,12 +761,12 @@ def test_rank_discovery_runs_orders_by_heldout_objective_without_labels(tmp_path
     without the key), whatever their labelled F1, and refuses runs whose objectives do not compare."""
     script = Path(__file__).parents[1] / "examples" / "rank_discovery_runs.py"
 
-    def run_folder(name, seed, nll, kl, f1, model="P", with_key=True):
+    def run_folder(name, seed, nll, kl, f1, model="P", with_key=True, steps=6000):
         d = tmp_path / name
         d.mkdir()
         (d / "config.json").write_text(json.dumps({"discover": {"seed": seed, "model": model, "data": "D"}}))
         seg = {"heldout_nll": nll, "heldout_kl": kl, "alpha": 0.5, "f1": f1, "switches_per_episode": 3.0,
-               "layer": 1, "cotrain": False}
+               "layer": 1, "cotrain": False, "steps": steps}
         if with_key:
             seg["heldout_objective"] = nll + 0.5 * kl
         (d / "segmentation.json").write_text(json.dumps(seg))
@@ -785,6 +785,10 @@ def test_rank_discovery_runs_orders_by_heldout_objective_without_labels(tmp_path
     out = subprocess.run([sys.executable, str(script), "--runs", runs[0], other], capture_output=True, text=True,
                          timeout=60)
     assert out.returncode != 0 and "differ in base" in out.stderr
+    longer = run_folder("e", 4, 0.1, 0.1, 0.2, steps=12000)  # trained twice as long: its objective is lower anyway
+    out = subprocess.run([sys.executable, str(script), "--runs", runs[0], longer], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode != 0 and "differ in steps" in out.stderr
 
 
 def test_rank_discovery_runs_bootstrap_and_best_of_k_on_real_runs(data_dir, tmp_path):

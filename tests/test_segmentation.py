@@ -207,6 +207,9 @@ def test_switch_sites_tell_a_phase_shifted_segmentation_from_noise():
     noise[0, [0, 1, 5, 9]] = 1  # at tol 0 neither a landmark nor a boundary
     r = switch_sites(aligned, g, m, events)
     assert r["switches_at_boundaries"] == 1 and r["switches_at_mid_events"] == 0 and r["f1_mid_events"] == 0
+    assert np.isnan(r["beta_off_boundary_q50"])  # no switch off the boundaries
+    r = switch_sites(shifted * 0.75, g, m, events)
+    assert r["beta_off_boundary_q10"] == r["beta_off_boundary_q90"] == 0.75
     r = switch_sites(shifted, g, m, events)
     assert segmentation_metrics(shifted, g, m)["f1"] == 0
     assert r["switches_at_mid_events"] == 1 and r["f1_mid_events"] == 1 and r["mid_events_per_episode"] == 3
@@ -246,6 +249,7 @@ def test_switch_sites_match_a_loop_reference_with_padding():
     mask = np.arange(T)[None] < rng.integers(5, T, N)[:, None]
     beta = rng.random((N, T))
     counts = {"b": 0, "m": 0, "e": 0}
+    off = []  # β at switches farther than tol from every boundary
     for b, gg, ev, mm in zip(beta, g, events, mask):
         L = int(mm.sum())
         bd = [t for t in range(1, L) if gg[t] != gg[t - 1]]
@@ -253,11 +257,20 @@ def test_switch_sites_match_a_loop_reference_with_padding():
         for t in (t for t in range(1, L) if b[t] > 0.5):
             key = "b" if any(abs(t - x) <= tol for x in bd) else "m" if any(abs(t - x) <= tol for x in mid) else "e"
             counts[key] += 1
+            if key != "b":
+                off.append(b[t])
     n = sum(counts.values())
     r = switch_sites(beta, g, mask, events, tol=tol)
     assert r["switches_at_boundaries"] == pytest.approx(counts["b"] / n)
     assert r["switches_at_mid_events"] == pytest.approx(counts["m"] / n)
     assert r["switches_elsewhere"] == pytest.approx(counts["e"] / n)
+    off = sorted(off)  # percentiles by linear interpolation between order statistics, as numpy's default
+    for q in (10, 50, 90):
+        pos = q / 100 * (len(off) - 1)
+        lo = int(pos)
+        ref = off[lo] + (pos - lo) * (off[min(lo + 1, len(off) - 1)] - off[lo])
+        assert r[f"beta_off_boundary_q{q}"] == pytest.approx(ref)
+    assert 0.5 < r["beta_off_boundary_q10"] <= r["beta_off_boundary_q50"] <= r["beta_off_boundary_q90"] <= 1
     # F1 against the landmarks is the boundary F1 of a labelling whose boundaries are those landmarks
     mid = np.zeros((N, T), bool)
     for i in range(N):

@@ -102,7 +102,9 @@ def switch_sites(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarray, event
     those landmarks instead of at the subgoal boundaries; F1 against the boundaries alone cannot tell that
     from noise. Each switch counts once, at a boundary (±tol) first, else at an event (±tol), else elsewhere;
     `f1_mid_events` scores the switches against the events farther than ±tol from every boundary (the
-    "mid events") as `f1` does against the boundaries."""
+    "mid events") as `f1` does against the boundaries. `beta_off_boundary_q10/q50/q90` are percentiles of β at
+    the switches farther than ±tol from every boundary: just over the cut they are bumps that a higher cut
+    removes, near 1 they are switches the metacontroller means."""
     beta, subgoals, mask = np.asarray(beta), np.asarray(subgoals), np.asarray(mask, dtype=bool)
     events = np.asarray(events, dtype=bool)
     if not (beta.shape == subgoals.shape == mask.shape == events.shape):
@@ -118,6 +120,8 @@ def switch_sites(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarray, event
     at_boundary = (switch & near_truth).sum()
     at_mid = (switch & ~near_truth & near_mid).sum()
     precision, recall, f1 = _match_scores(switch, mid, tol)
+    off = beta[switch & ~near_truth]
+    q10, q50, q90 = np.quantile(off, [0.1, 0.5, 0.9]) if off.size else (float("nan"),) * 3
     return {
         "switches_at_boundaries": float(at_boundary / n) if n else float("nan"),
         "switches_at_mid_events": float(at_mid / n) if n else float("nan"),
@@ -127,6 +131,9 @@ def switch_sites(beta: np.ndarray, subgoals: np.ndarray, mask: np.ndarray, event
         "recall_mid_events": recall,
         "mean_beta_at_mid_events": float(beta[mid].mean()) if mid.any() else float("nan"),
         "mid_events_per_episode": float(mid.sum(1).mean()),
+        "beta_off_boundary_q10": float(q10),
+        "beta_off_boundary_q50": float(q50),
+        "beta_off_boundary_q90": float(q90),
     }
 
 
